@@ -1,0 +1,518 @@
+//! Configuration: TOML file + environment -> a validated, typed `Config`.
+//!
+//! The pipeline is parse (`raw`), override from the environment, then `validate`, which names
+//! the offending key in every error so that a bad file fails at start, not on first use.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rand::RngCore;
+
+use crate::model::AccountType;
+use raw::RawConfig;
+
+/// The configuration the gateway runs on when no file is given.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../conf/authgate.toml");
+
+/// A secret shorter than this is refused: HS256 needs at least 256 bits of key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Retry buffering in Pingora holds at most 64 KiB, so a body that is read for a token and then
+/// forwarded cannot be larger than that.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: key `{key}`: {message}")]
+    Parse {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub token: TokenSettings,
+    pub store: StoreSettings,
+    pub rate_limit: RateLimitSettings,
+    pub password: PasswordSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+    /// Things an operator should hear about at start (and from `check-config`).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone)]
+pub struct TokenSettings {
+    pub secret: Vec<u8>,
+    /// True when no secret was configured and a random one was made for this process.
+    pub secret_generated: bool,
+    pub validity: Duration,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("secret", &"<redacted>")
+            .field("secret_generated", &self.secret_generated)
+            .field("validity", &self.validity)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Memory { users_file: PathBuf },
+    Redis { url: String, users_file: PathBuf },
+}
+
+impl StoreSettings {
+    pub fn users_file(&self) -> &Path {
+        match self {
+            StoreSettings::Memory { users_file } | StoreSettings::Redis { users_file, .. } => {
+                users_file
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub auth_per_minute: NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub servers: Vec<String>,
+    pub health_check: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub prefix: String,
+    pub upstream: String,
+    pub auth: AuthMode,
+    pub account_types: Option<Vec<AccountType>>,
+    pub rate_limit_per_minute: Option<NonZeroU32>,
+}
+
+/// Where environment overrides come from; tests pass a closure instead of the process env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Load `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml(&text, &path.display().to_string(), env)
+            }
+            None => Config::from_toml(EMBEDDED_DEFAULTS, "embedded defaults", env),
+        }
+    }
+
+    pub fn from_toml(text: &str, origin: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut raw = parse(text, origin)?;
+        apply_env(&mut raw, env);
+        validate(raw, origin)
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+        origin: origin.into(),
+        key: "<syntax>".into(),
+        message: e.to_string(),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        ConfigError::Parse {
+            origin: origin.into(),
+            key,
+            message,
+        }
+    })
+}
+
+fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
+    if let Some(secret) = env("JWT_SECRET") {
+        raw.token.secret = Some(secret);
+    }
+    if let Some(validity) = env("JWT_VALIDITY_SEC") {
+        // An unparsable value is kept as 0 so that validation names the key.
+        raw.token.validity_secs = validity.trim().parse().unwrap_or(0);
+    }
+    if let Some(url) = env("REDIS_URL") {
+        raw.store.redis_url = Some(url);
+    }
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value
+            .parse()
+            .map_err(|_| self.err(key, format!("`{value}` is not an address like 0.0.0.0:8080")))
+    }
+}
+
+fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+    let v = Validator { origin };
+    let mut warnings = Vec::new();
+
+    let server = {
+        let s = &raw.server;
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| parse_cidr(p).ok_or_else(|| v.err(format!("server.trusted_proxies[{i}]"), format!("`{p}` is not an IP address or CIDR"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if s.threads == 0 {
+            return Err(v.err("server.threads", "must be at least 1"));
+        }
+        if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_LIMIT {
+            return Err(v.err(
+                "server.max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_LIMIT}"),
+            ));
+        }
+        if s.upstream_connect_timeout_ms == 0 || s.upstream_read_timeout_ms == 0 {
+            return Err(v.err("server.upstream_connect_timeout_ms", "timeouts must be positive"));
+        }
+        ServerSettings {
+            listen: v.addr("server.listen", &s.listen)?,
+            trusted_proxies,
+            threads: s.threads,
+            max_body_bytes: s.max_body_bytes,
+            grace_period: Duration::from_secs(s.grace_period_secs),
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+            upstream_connect_timeout: Duration::from_millis(s.upstream_connect_timeout_ms),
+            upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
+            access_log: s.access_log,
+        }
+    };
+
+    let admin = AdminSettings {
+        listen: v.addr("admin.listen", &raw.admin.listen)?,
+    };
+    if admin.listen == server.listen {
+        return Err(v.err("admin.listen", "must differ from server.listen"));
+    }
+
+    let token = {
+        if raw.token.validity_secs == 0 {
+            return Err(v.err(
+                "token.validity_secs",
+                "must be a positive number of seconds (also check JWT_VALIDITY_SEC)",
+            ));
+        }
+        let (secret, secret_generated) = match raw.token.secret {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+                return Err(v.err(
+                    "token.secret",
+                    format!(
+                        "is {} bytes; at least {MIN_SECRET_BYTES} are required (also check JWT_SECRET)",
+                        secret.len()
+                    ),
+                ))
+            }
+            Some(secret) => (secret.into_bytes(), false),
+            None => {
+                warnings.push(
+                    "token.secret is not set: using a random secret, so tokens will not survive a restart and instances will not share them".into(),
+                );
+                let mut secret = vec![0u8; 64];
+                rand::rngs::OsRng.fill_bytes(&mut secret);
+                (secret, true)
+            }
+        };
+        TokenSettings {
+            secret,
+            secret_generated,
+            validity: Duration::from_secs(raw.token.validity_secs),
+        }
+    };
+
+    let store = {
+        let users_file = PathBuf::from(&raw.store.users_file);
+        if raw.store.users_file.trim().is_empty() {
+            return Err(v.err("store.users_file", "must not be empty"));
+        }
+        match raw.store.backend.as_str() {
+            "memory" => StoreSettings::Memory { users_file },
+            "redis" => {
+                let url = raw.store.redis_url.clone().ok_or_else(|| {
+                    v.err("store.redis_url", "is required when store.backend = \"redis\" (or set REDIS_URL)")
+                })?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(v.err("store.redis_url", format!("`{url}` is not a redis:// URL")));
+                }
+                StoreSettings::Redis { url, users_file }
+            }
+            other => {
+                return Err(v.err(
+                    "store.backend",
+                    format!("`{other}` is not one of \"memory\", \"redis\""),
+                ))
+            }
+        }
+    };
+
+    let rate_limit = RateLimitSettings {
+        auth_per_minute: NonZeroU32::new(raw.rate_limit.auth_per_minute)
+            .ok_or_else(|| v.err("rate_limit.auth_per_minute", "must be at least 1"))?,
+    };
+
+    let password = PasswordSettings {
+        max_concurrent_hashes: match raw.password.max_concurrent_hashes {
+            0 => return Err(v.err("password.max_concurrent_hashes", "must be at least 1")),
+            n => n,
+        },
+    };
+
+    let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw.upstreams.len());
+    for (i, u) in raw.upstreams.into_iter().enumerate() {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        if u.name.trim().is_empty() {
+            return Err(v.err(key("name"), "must not be empty"));
+        }
+        if upstreams.iter().any(|o| o.name == u.name) {
+            return Err(v.err(key("name"), format!("`{}` is defined twice", u.name)));
+        }
+        if u.servers.is_empty() {
+            return Err(v.err(key("servers"), "needs at least one host:port"));
+        }
+        for (j, s) in u.servers.iter().enumerate() {
+            if !looks_like_host_port(s) {
+                return Err(v.err(format!("upstreams[{i}].servers[{j}]"), format!("`{s}` is not host:port")));
+            }
+        }
+        if u.health_check_secs == 0 {
+            return Err(v.err(key("health_check_secs"), "must be at least 1"));
+        }
+        upstreams.push(UpstreamSettings {
+            name: u.name,
+            servers: u.servers,
+            health_check: Duration::from_secs(u.health_check_secs),
+        });
+    }
+
+    let mut routes: Vec<RouteSettings> = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !r.prefix.starts_with('/') {
+            return Err(v.err(key("prefix"), format!("`{}` must start with /", r.prefix)));
+        }
+        if routes.iter().any(|o| o.prefix == r.prefix) {
+            return Err(v.err(key("prefix"), format!("`{}` is defined twice", r.prefix)));
+        }
+        if !upstreams.iter().any(|u| u.name == r.upstream) {
+            return Err(v.err(key("upstream"), format!("no upstream is named `{}`", r.upstream)));
+        }
+        let auth = match r.auth.as_str() {
+            "required" => AuthMode::Required,
+            "optional" => AuthMode::Optional,
+            "none" => AuthMode::None,
+            other => {
+                return Err(v.err(
+                    key("auth"),
+                    format!("`{other}` is not one of \"required\", \"optional\", \"none\""),
+                ))
+            }
+        };
+        let account_types = match r.account_types {
+            None => None,
+            Some(types) => {
+                if auth != AuthMode::Required {
+                    return Err(v.err(key("account_types"), "only applies to routes with auth = \"required\""));
+                }
+                if types.is_empty() {
+                    return Err(v.err(key("account_types"), "must list at least one account type"));
+                }
+                Some(
+                    types
+                        .iter()
+                        .map(|t| AccountType::parse(t).ok_or_else(|| v.err(key("account_types"), format!("`{t}` is not one of \"super\", \"admin\", \"user\""))))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+        };
+        let rate_limit_per_minute = match r.rate_limit_per_minute {
+            None => None,
+            Some(n) => Some(NonZeroU32::new(n).ok_or_else(|| v.err(key("rate_limit_per_minute"), "must be at least 1"))?),
+        };
+        routes.push(RouteSettings {
+            prefix: r.prefix,
+            upstream: r.upstream,
+            auth,
+            account_types,
+            rate_limit_per_minute,
+        });
+    }
+
+    Ok(Config {
+        server,
+        admin,
+        token,
+        store,
+        rate_limit,
+        password,
+        upstreams,
+        routes,
+        warnings,
+    })
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn looks_like_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", &no_env)
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let cfg = load(EMBEDDED_DEFAULTS).unwrap();
+        assert_eq!(cfg.server.listen.port(), 8080);
+        assert_eq!(cfg.admin.listen.port(), 9090);
+        assert_eq!(cfg.token.validity, Duration::from_secs(21_600));
+        assert!(cfg.token.secret_generated);
+        assert!(matches!(cfg.store, StoreSettings::Memory { .. }));
+        assert_eq!(cfg.rate_limit.auth_per_minute.get(), 10);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen_typo"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load("[token]\nvalidity_secs = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("token.validity_secs"), "{err}");
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let err = load("[token]\nsecret = \"change-me\"\n").unwrap_err();
+        assert!(err.to_string().contains("token.secret"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = |k: &str| match k {
+            "JWT_SECRET" => Some("x".repeat(40)),
+            "JWT_VALIDITY_SEC" => Some("60".into()),
+            _ => None,
+        };
+        let cfg = Config::from_toml("[token]\nvalidity_secs = 100\n", "t", &env).unwrap();
+        assert_eq!(cfg.token.validity, Duration::from_secs(60));
+        assert_eq!(cfg.token.secret, "x".repeat(40).into_bytes());
+        assert!(!cfg.token.secret_generated);
+    }
+
+    #[test]
+    fn route_must_name_known_upstream() {
+        let err = load("[[routes]]\nprefix = \"/\"\nupstream = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("routes[0].upstream"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_addresses() {
+        let cfg = load("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\n").unwrap();
+        assert_eq!(cfg.server.trusted_proxies.len(), 2);
+        let err = load("[server]\ntrusted_proxies = [\"nonsense\"]\n").unwrap_err();
+        assert!(err.to_string().contains("server.trusted_proxies[0]"), "{err}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The TOML file exactly as operators write it: every table refuses unknown keys.
+//!
+//! Nothing outside `config` reads these structs; `Config::validate` turns them into typed values.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub admin: RawAdmin,
+    pub token: RawToken,
+    pub store: RawStore,
+    pub rate_limit: RawRateLimit,
+    pub password: RawPassword,
+    pub upstreams: Vec<RawUpstream>,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub trusted_proxies: Vec<String>,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub grace_period_secs: u64,
+    pub shutdown_timeout_secs: u64,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_read_timeout_ms: u64,
+    pub access_log: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:8080".into(),
+            trusted_proxies: Vec::new(),
+            threads: 2,
+            max_body_bytes: 64 * 1024,
+            grace_period_secs: 1,
+            shutdown_timeout_secs: 5,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_read_timeout_ms: 60_000,
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawToken {
+    pub secret: Option<String>,
+    pub validity_secs: u64,
+}
+
+impl Default for RawToken {
+    fn default() -> Self {
+        RawToken {
+            secret: None,
+            validity_secs: 21_600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub backend: String,
+    pub redis_url: Option<String>,
+    pub users_file: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            backend: "memory".into(),
+            redis_url: None,
+            users_file: "conf/users.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub auth_per_minute: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            auth_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPassword {
+    /// How many password hashes may be computed at once; the rest wait their turn.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for RawPassword {
+    fn default() -> Self {
+        RawPassword {
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub servers: Vec<String>,
+    #[serde(default = "default_health_check_secs")]
+    pub health_check_secs: u64,
+}
+
+fn default_health_check_secs() -> u64 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: String,
+    pub upstream: String,
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    #[serde(default)]
+    pub account_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+fn default_auth() -> String {
+    "required".into()
+}

@@ -1,0 +1,145 @@
+//! The endpoints the gateway answers itself. Each handler takes the request already parsed into
+//! plain values and returns a `Reply`, so handlers never touch the socket.
+
+mod refresh;
+mod signin;
+mod signout;
+
+use std::net::IpAddr;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::error::GatewayError;
+use crate::live::Live;
+use crate::proxy::Gateway;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Signin,
+    Refresh,
+    Signout,
+}
+
+impl Endpoint {
+    pub fn classify(path: &str) -> Option<Endpoint> {
+        match path {
+            "/api/auth/signin" => Some(Endpoint::Signin),
+            "/api/user/refresh/profile" => Some(Endpoint::Refresh),
+            "/api/auth/signout" => Some(Endpoint::Signout),
+            _ => None,
+        }
+    }
+
+    pub fn method(self) -> &'static str {
+        "POST"
+    }
+
+    /// Credential endpoints share the per-IP authentication rate limit.
+    pub fn is_credential(self) -> bool {
+        matches!(self, Endpoint::Signin)
+    }
+
+    /// Endpoints that act for an already signed-in caller.
+    pub fn needs_caller(self) -> bool {
+        matches!(self, Endpoint::Refresh | Endpoint::Signout)
+    }
+}
+
+/// What a handler gets: the body (already bounded), the authenticated caller if the endpoint
+/// needs one, and the clock.
+pub struct Request<'a> {
+    pub body: &'a [u8],
+    pub caller: Option<Caller>,
+    pub client_ip: IpAddr,
+    pub now: i64,
+}
+
+impl Request<'_> {
+    fn caller(&self) -> Result<&Caller, GatewayError> {
+        self.caller.as_ref().ok_or(GatewayError::MissingToken)
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn ok(body: Value) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+pub async fn handle(
+    endpoint: Endpoint,
+    gw: &Gateway,
+    live: &Live,
+    req: Request<'_>,
+) -> Result<Reply, GatewayError> {
+    match endpoint {
+        Endpoint::Signin => signin::signin(gw, live, req).await,
+        Endpoint::Refresh => refresh::refresh(gw, live, req).await,
+        Endpoint::Signout => signout::signout(gw, req).await,
+    }
+}
+
+/// Parse a JSON body into `T`, turning every failure into a 400 that says what was wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::BadRequest("Request body must be a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        GatewayError::BadRequest(match e.classify() {
+            Category::Data => {
+                // "missing field `password` at line 1 column 20" -> "missing field `password`"
+                let text = e.to_string();
+                match text.find(" at line ") {
+                    Some(i) => text[..i].to_string(),
+                    None => text,
+                }
+            }
+            Category::Syntax | Category::Eof | Category::Io => "Malformed JSON body".into(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Creds {
+        email: String,
+        password: String,
+    }
+
+    #[test]
+    fn json_errors_are_bad_requests_with_reasons() {
+        let msg = |b: &[u8]| match parse_json::<Creds>(b) {
+            Err(GatewayError::BadRequest(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(msg(b"{\"email\":\"a\""), "Malformed JSON body");
+        assert_eq!(msg(b"{\"email\":\"a\"}"), "missing field `password`");
+        assert_eq!(msg(b""), "Request body must be a JSON object");
+        assert!(msg(b"{\"email\":1,\"password\":\"x\"}").starts_with("invalid type"));
+        assert!(parse_json::<Creds>(b"{\"email\":\"a\",\"password\":\"b\",\"extra\":1}").is_ok());
+    }
+
+    #[test]
+    fn classify_exact_paths() {
+        assert_eq!(Endpoint::classify("/api/auth/signin"), Some(Endpoint::Signin));
+        assert_eq!(Endpoint::classify("/api/auth/signin/x"), None);
+        assert_eq!(Endpoint::classify("/api/user/refresh/profile"), Some(Endpoint::Refresh));
+    }
+}

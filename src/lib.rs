@@ -1,0 +1,21 @@
+//! authgate: a reverse-proxy authentication gateway on Pingora.
+//!
+//! Start at `proxy` to follow a request from top to bottom; `server` assembles the process.
+
+pub mod admin;
+pub mod auth;
+pub mod client_ip;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod live;
+pub mod model;
+pub mod password;
+pub mod proxy;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod upstream;
+pub mod views;

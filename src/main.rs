@@ -1,0 +1,118 @@
+//! Command line: run the gateway, check a configuration, hash a password.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use authgate::config::{process_env, Config};
+use authgate::store::users_file::UsersFile;
+
+#[derive(Parser)]
+#[command(name = "authgate", version, about = "Reverse-proxy authentication gateway")]
+struct Cli {
+    /// Configuration file. Without it, `conf/authgate.toml` if present, else embedded defaults.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration (and its users file); exit non-zero naming the bad key.
+    CheckConfig,
+    /// Read a password on stdin and print its argon2id hash, for the users file.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    authgate::telemetry::init();
+    match cli.command {
+        None => run(cli.config.as_deref()),
+        Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
+        Some(Command::HashPassword) => hash_password(),
+    }
+}
+
+fn config_path(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = PathBuf::from("conf/authgate.toml");
+            default.exists().then_some(default)
+        }
+    }
+}
+
+fn load(given: Option<&Path>) -> Result<Config, String> {
+    let path = config_path(given);
+    let config = Config::load(path.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    UsersFile::load(config.store.users_file()).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn run(given: Option<&Path>) -> ExitCode {
+    let config = match load(given) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match authgate::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(given: Option<&Path>) -> ExitCode {
+    let shown = config_path(given)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded defaults".into());
+    match load(given) {
+        Ok(config) => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{shown}: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("authgate: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // One trailing newline is the terminal's, not the password's.
+    let password = input
+        .strip_suffix("\r\n")
+        .or_else(|| input.strip_suffix('\n'))
+        .unwrap_or(&input);
+    if password.is_empty() {
+        eprintln!("authgate: empty password on stdin");
+        return ExitCode::FAILURE;
+    }
+    match authgate::password::hash_blocking(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

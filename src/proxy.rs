@@ -1,0 +1,357 @@
+//! The Pingora service. A request goes, top to bottom:
+//! client IP -> own endpoint? answer it : route -> rate limit -> token -> verify -> session
+//! -> account type -> forward with identity headers.
+//!
+//! Every decision is taken in `request_filter`, before an upstream connection is opened.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use crate::auth::{authenticate, unix_now, Caller};
+use crate::client_ip::client_ip;
+use crate::config::AuthMode;
+use crate::endpoints::{self, Endpoint, Reply};
+use crate::error::GatewayError;
+use crate::live::Live;
+use crate::password::Passwords;
+use crate::store::{SessionStore, UserStore};
+use crate::telemetry::redact_uri;
+use crate::token::{body_token, header_or_query_token, Claims};
+use crate::upstream::{append_forwarded_for, set_identity_headers};
+
+/// The gateway's shared state; one instance serves every request.
+pub struct Gateway {
+    pub live: Arc<ArcSwap<Live>>,
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub passwords: Arc<Passwords>,
+}
+
+/// Per-request state carried between Pingora's phases.
+pub struct RequestCtx {
+    started: Instant,
+    /// The configuration this request started with; a reload mid-request does not affect it.
+    live: Option<Arc<Live>>,
+    client_ip: IpAddr,
+    route: Option<usize>,
+    identity: Option<Claims>,
+    /// Status of a response the gateway wrote itself.
+    answered: Option<u16>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            live: None,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            route: None,
+            identity: None,
+            answered: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let live = self.live.load_full();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        ctx.client_ip = client_ip(peer, session.req_header(), &live.config.server.trusted_proxies);
+
+        let outcome = match Endpoint::classify(session.req_header().uri.path()) {
+            Some(endpoint) => self
+                .answer(session, &live, endpoint, ctx.client_ip)
+                .await
+                .map(Some),
+            None => self.admit(session, ctx, &live).await.map(|()| None),
+        };
+        ctx.live = Some(live);
+
+        match outcome {
+            Ok(None) => Ok(false),
+            Ok(Some(reply)) => {
+                let body = serde_json::to_vec(&reply.body).unwrap_or_default();
+                ctx.answered = Some(reply.status);
+                respond(session, reply.status, Bytes::from(body), &reply.headers).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                ctx.answered = Some(e.status());
+                respond_error(session, &e).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(live), Some(index)) = (ctx.live.as_ref(), ctx.route) else {
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "no route chosen"));
+        };
+        let Some(route) = live.router.route(index) else {
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "route vanished"));
+        };
+        let backend = route
+            .upstream
+            .lb
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server"))?;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let server = &live.config.server;
+        peer.options.connection_timeout = Some(server.upstream_connect_timeout);
+        peer.options.read_timeout = Some(server.upstream_read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        set_identity_headers(upstream_request, ctx.identity.as_ref())?;
+        append_forwarded_for(upstream_request, ctx.client_ip)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let error = match (e.etype(), e.esource()) {
+            (_, ErrorSource::Downstream) => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                _ => Some(GatewayError::BadRequest("The request could not be read".into())),
+            },
+            _ => Some(GatewayError::BadGateway),
+        };
+        let code = match error {
+            Some(error) => {
+                if let Err(write_err) = respond_error(session, &error).await {
+                    tracing::debug!("could not send error response: {write_err}");
+                }
+                error.status()
+            }
+            None => 0,
+        };
+        ctx.answered = Some(code);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let enabled = ctx
+            .live
+            .as_ref()
+            .is_some_and(|l| l.config.server.access_log);
+        if !enabled {
+            return;
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.answered)
+            .unwrap_or(0);
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            client = %ctx.client_ip,
+            method = %req.method,
+            uri = %redact_uri(&req.uri),
+            status,
+            user = ctx.identity.as_ref().map(|c| c.user_id.as_str()).unwrap_or("-"),
+            ms = ctx.started.elapsed().as_millis() as u64,
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        );
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // Pingora's own error logs use this; the default would print `?token=` in clear.
+        let req = session.req_header();
+        format!("{} {}", req.method, redact_uri(&req.uri))
+    }
+}
+
+impl Gateway {
+    /// An endpoint the gateway answers itself.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        live: &Live,
+        endpoint: Endpoint,
+        client: IpAddr,
+    ) -> Result<Reply, GatewayError> {
+        if session.req_header().method.as_str() != endpoint.method() {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        if endpoint.is_credential() {
+            live.auth_limiter.check(client)?;
+        }
+        let body = read_body(session, live.config.server.max_body_bytes).await?;
+        let now = unix_now();
+        let caller = if endpoint.needs_caller() {
+            let token = match header_or_query_token(session.req_header()) {
+                Some((_, token)) => Some(token.into_owned()),
+                None => body_token(&body),
+            };
+            let token = token.ok_or(GatewayError::MissingToken)?;
+            Some(authenticate(self, live, &token, now).await?)
+        } else {
+            None
+        };
+        let req = endpoints::Request {
+            body: &body,
+            caller,
+            client_ip: client,
+            now,
+        };
+        endpoints::handle(endpoint, self, live, req).await
+    }
+
+    /// A request for an upstream: decide whether it may pass, and as whom.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx, live: &Live) -> Result<(), GatewayError> {
+        let index = live
+            .router
+            .route_index(session.req_header().uri.path())
+            .ok_or(GatewayError::NotFound)?;
+        ctx.route = Some(index);
+        let route = live.router.route(index).ok_or(GatewayError::NotFound)?;
+        if let Some(limiter) = &route.limiter {
+            limiter.check(ctx.client_ip)?;
+        }
+        if route.auth == AuthMode::None {
+            return Ok(());
+        }
+
+        let now = unix_now();
+        let caller = if let Some((_, token)) = header_or_query_token(session.req_header()) {
+            Some(authenticate(self, live, &token, now).await?)
+        } else if let Some(token) = read_body_token(session, live).await? {
+            Some(authenticate(self, live, &token, now).await?)
+        } else {
+            None
+        };
+        let Some(Caller { claims, .. }) = caller else {
+            return match route.auth {
+                AuthMode::Required => Err(GatewayError::MissingToken),
+                _ => Ok(()),
+            };
+        };
+        if !route.allows(claims.account_type) {
+            return Err(GatewayError::Forbidden);
+        }
+        ctx.identity = Some(claims);
+        Ok(())
+    }
+}
+
+/// The body's `token` field, for a JSON body of known, bounded size. The body is kept in
+/// Pingora's retry buffer, from which the proxy later sends it upstream byte for byte.
+async fn read_body_token(session: &mut Session, live: &Live) -> Result<Option<String>, GatewayError> {
+    let req = session.req_header();
+    let is_json = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    let fits = content_length(req).is_some_and(|n| n > 0 && n <= live.config.server.max_body_bytes);
+    if !is_json || !fits {
+        return Ok(None);
+    }
+    session.as_downstream_mut().enable_retry_buffering();
+    let body = read_body(session, live.config.server.max_body_bytes).await?;
+    Ok(body_token(&body))
+}
+
+fn is_json_media_type(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        || media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case("+json")
+}
+
+fn content_length(req: &RequestHeader) -> Option<usize> {
+    req.headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Read the whole request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    if content_length(session.req_header()).is_some_and(|n| n > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.downstream_session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                tracing::debug!("request body read failed: {e}");
+                return Err(GatewayError::BadRequest("The request body could not be read".into()));
+            }
+        }
+    }
+}
+
+async fn respond_error(session: &mut Session, e: &GatewayError) -> Result<()> {
+    let retry_after = e.retry_after().map(|s| ("retry-after", s.to_string()));
+    respond(session, e.status(), e.body(), retry_after.as_slice()).await
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    headers: &[(&'static str, String)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    // Responses carry tokens and per-user data: never cache them.
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    let downstream = session.as_downstream_mut();
+    if !(downstream.is_body_empty() || downstream.is_body_done()) {
+        // An unread body (refused upload, oversized request) is not worth draining.
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type("application/merge-patch+json"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type("json"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Process assembly: stores, the live configuration, and the Pingora services that serve them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::auth::unix_now;
+use crate::config::{Config, StoreSettings};
+use crate::live::Live;
+use crate::password::Passwords;
+use crate::proxy::Gateway;
+use crate::store::memory::{MemorySessions, MemoryUsers};
+use crate::store::users_file::UsersFile;
+use crate::store::SessionStore;
+
+/// Build every service from `config` and serve until a shutdown signal.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let (gateway, sessions) = build_gateway(config.clone())?;
+    let live = Arc::clone(&gateway.live);
+
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    proxy.add_tcp(&config.server.listen.to_string());
+
+    let mut admin = Service::new("authgate admin".to_string(), Admin);
+    admin.add_tcp(&config.admin.listen.to_string());
+
+    let upkeep = background_service("authgate upkeep", Upkeep { live, sessions });
+
+    tracing::info!(
+        listen = %config.server.listen,
+        admin = %config.admin.listen,
+        "authgate starting"
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(upkeep);
+    server.run_forever()
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let pid = std::process::id();
+    ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        // Per-process paths, so several gateways (or tests) can run side by side.
+        pid_file: std::env::temp_dir()
+            .join(format!("authgate-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: std::env::temp_dir()
+            .join(format!("authgate-{pid}-upgrade.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    }
+}
+
+pub fn build_gateway(config: Config) -> anyhow::Result<(Gateway, Arc<dyn SessionStore>)> {
+    let users_path = config.store.users_file().to_path_buf();
+    let users_file = UsersFile::load(&users_path)?;
+    let passwords = Arc::new(Passwords::new(config.password.max_concurrent_hashes));
+    let (users, sessions): (Arc<MemoryUsers>, Arc<dyn SessionStore>) = match &config.store {
+        StoreSettings::Memory { .. } => (
+            Arc::new(MemoryUsers::new(&users_file)),
+            Arc::new(MemorySessions::default()),
+        ),
+        StoreSettings::Redis { .. } => {
+            anyhow::bail!("store.backend = \"redis\" is not available in this build yet")
+        }
+    };
+    let live = Live::build(config).context("cannot set up upstreams")?;
+    let gateway = Gateway {
+        live: Arc::new(ArcSwap::from_pointee(live)),
+        users,
+        sessions: Arc::clone(&sessions),
+        passwords,
+    };
+    Ok((gateway, sessions))
+}
+
+/// Periodic chores: upstream health checks, and forgetting dead sessions and idle limiter keys.
+struct Upkeep {
+    live: Arc<ArcSwap<Live>>,
+    sessions: Arc<dyn SessionStore>,
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+#[async_trait]
+impl BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_check: HashMap<String, Instant> = HashMap::new();
+        let mut last_sweep = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let live = self.live.load_full();
+            for upstream in live.router.upstreams() {
+                let due = last_check
+                    .get(&upstream.name)
+                    .is_none_or(|t| t.elapsed() >= upstream.health_check);
+                if due {
+                    upstream.lb.backends().run_health_check(true).await;
+                    last_check.insert(upstream.name.clone(), Instant::now());
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sessions.sweep(unix_now()).await;
+                live.auth_limiter.sweep();
+                for route in live.router.routes() {
+                    if let Some(limiter) = &route.limiter {
+                        limiter.sweep();
+                    }
+                }
+            }
+        }
+    }
+}

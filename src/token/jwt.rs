@@ -1,0 +1,156 @@
+//! HS256 issue and verification, with the algorithm pinned and expiry checked against a given time.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::GatewayError;
+use crate::model::AccountType;
+
+/// The claims API.md fixes, with their wire names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(rename = "_id")]
+    pub user_id: String,
+    pub email: String,
+    #[serde(rename = "customerId", default)]
+    pub customer_id: String,
+    #[serde(rename = "accountType")]
+    pub account_type: AccountType,
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    header: Header,
+    validation: Validation,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8]) -> JwtKeys {
+        // Only HS256 is accepted: a header naming `none` or any other algorithm is refused
+        // before the signature is looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked by `verify` against the caller's clock, so tests need no sleeping.
+        validation.validate_exp = false;
+        validation.leeway = 0;
+        validation.required_spec_claims.clear();
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            header: Header::new(Algorithm::HS256),
+            validation,
+        }
+    }
+
+    pub fn issue(&self, claims: &Claims) -> Result<String, GatewayError> {
+        jsonwebtoken::encode(&self.header, claims, &self.encoding)
+            .map_err(|e| GatewayError::Unavailable(format!("cannot sign token: {e}")))
+    }
+
+    /// Check signature, algorithm and shape, then expiry against `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, GatewayError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => GatewayError::InvalidSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    GatewayError::InvalidAlgorithm
+                }
+                _ => GatewayError::MalformedToken,
+            })?;
+        if data.claims.exp <= now {
+            return Err(GatewayError::TokenExpired);
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            user_id: "u1".into(),
+            email: "a@b.c".into(),
+            customer_id: "cus_1".into(),
+            account_type: AccountType::User,
+            session_id: "s1".into(),
+            iat: 1_000,
+            exp,
+        }
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn round_trip() {
+        let keys = JwtKeys::new(SECRET);
+        let token = keys.issue(&claims(2_000)).unwrap();
+        assert_eq!(keys.verify(&token, 1_500).unwrap(), claims(2_000));
+    }
+
+    #[test]
+    fn expiry_uses_given_time() {
+        let keys = JwtKeys::new(SECRET);
+        let token = keys.issue(&claims(2_000)).unwrap();
+        assert_eq!(keys.verify(&token, 2_000), Err(GatewayError::TokenExpired));
+    }
+
+    #[test]
+    fn other_key_is_bad_signature() {
+        let token = JwtKeys::new(b"another-secret-another-secret-xx").issue(&claims(2_000)).unwrap();
+        assert_eq!(JwtKeys::new(SECRET).verify(&token, 1_500), Err(GatewayError::InvalidSignature));
+    }
+
+    #[test]
+    fn tampered_payload_is_bad_signature() {
+        let keys = JwtKeys::new(SECRET);
+        let token = keys.issue(&claims(2_000)).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut forged = claims(2_000);
+        forged.account_type = AccountType::Super;
+        let payload = b64(&serde_json::to_string(&forged).unwrap());
+        let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
+        assert_eq!(keys.verify(&tampered, 1_500), Err(GatewayError::InvalidSignature));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let keys = JwtKeys::new(SECRET);
+        let header = b64(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = b64(&serde_json::to_string(&claims(2_000)).unwrap());
+        for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+            let err = keys.verify(&token, 1_500).unwrap_err();
+            assert!(matches!(err, GatewayError::MalformedToken | GatewayError::InvalidAlgorithm), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn other_hmac_algorithm_is_refused() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(2_000),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(JwtKeys::new(SECRET).verify(&token, 1_500), Err(GatewayError::InvalidAlgorithm));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let keys = JwtKeys::new(SECRET);
+        for t in ["", "abc", "a.b.c", "....", "eyJ.eyJ.sig"] {
+            assert_eq!(keys.verify(t, 0), Err(GatewayError::MalformedToken), "{t}");
+        }
+    }
+}

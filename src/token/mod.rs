@@ -1,0 +1,7 @@
+//! Tokens: where a request carries one (`extract`) and how it is issued and checked (`jwt`).
+
+pub mod extract;
+pub mod jwt;
+
+pub use extract::{body_token, header_or_query_token, Location};
+pub use jwt::{Claims, JwtKeys};
