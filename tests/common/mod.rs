@@ -1,0 +1,341 @@
+//! Test harness: the real `authgate` binary, a recording upstream and real HTTP clients, all on
+//! free loopback ports. Everything started here stops when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const EMAIL: &str = "john.doe@mydomain.com";
+pub const PASSWORD: &str = "iLovePria123";
+pub const USER_ID: &str = "6430736fd62d650040420674";
+pub const ORG_ID: &str = "660e8400-e29b-41d4-a716-446655440001";
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.get_all(name).iter().count()
+    }
+}
+
+/// An HTTP server that answers 200 `{"upstream":true}` and remembers every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("upstream addr");
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let record = Arc::clone(&record);
+            async move {
+                let (parts, body) = req.into_parts();
+                let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                record.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers,
+                    body: body.to_vec(),
+                });
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    r#"{"upstream":true}"#,
+                )
+            }
+        });
+        runtime.spawn(async move {
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(listener, app).await;
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Options for one gateway process.
+pub struct Options {
+    /// Extra TOML appended to the generated configuration (routes, sections).
+    pub extra_toml: String,
+    /// Replaces the default `[[routes]]` (a single required route at `/`).
+    pub routes: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub token_section: String,
+    pub server_section: String,
+    pub rate_limit_section: String,
+    pub users_toml: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_toml: String::new(),
+            routes: None,
+            env: Vec::new(),
+            token_section: format!("[token]\nsecret = \"{SECRET}\"\n"),
+            server_section: String::new(),
+            rate_limit_section: String::new(),
+            users_toml: None,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    child: Child,
+}
+
+/// The repository's sample users file.
+pub fn sample_users() -> String {
+    std::fs::read_to_string(repo_path("conf/users.toml")).expect("conf/users.toml")
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_authgate")
+}
+
+impl Gateway {
+    pub fn start(upstream: &Upstream, opts: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users_path = dir.path().join("users.toml");
+        std::fs::write(&users_path, opts.users_toml.clone().unwrap_or_else(sample_users))
+            .expect("write users");
+        let port = free_port();
+        let admin_port = free_port();
+        let routes = opts.routes.clone().unwrap_or_else(|| {
+            "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\nauth = \"required\"\n".into()
+        });
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\naccess_log = true\n{server}\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             {token}\n\
+             [store]\nbackend = \"memory\"\nusers_file = \"{users}\"\n\
+             {rate}\n\
+             [[upstreams]]\nname = \"app\"\nservers = [\"{up}\"]\n\
+             {routes}\n{extra}\n",
+            server = opts.server_section,
+            token = opts.token_section,
+            users = users_path.display(),
+            rate = opts.rate_limit_section,
+            up = upstream.addr,
+            extra = opts.extra_toml,
+        );
+        let config_path = dir.path().join("authgate.toml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_VALIDITY_SEC")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn authgate");
+        let mut gw = Gateway {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            dir,
+            config_path,
+            child,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("authgate exited early with {status}:\n{}", self.log());
+            }
+            let admin_up = std::net::TcpStream::connect(self.admin).is_ok();
+            let proxy_up = std::net::TcpStream::connect(self.addr).is_ok();
+            if admin_up && proxy_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("authgate did not start:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn users_path(&self) -> PathBuf {
+        self.dir.path().join("users.toml")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A response read whole: status, headers and JSON body (Null when the body is not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+pub async fn read(resp: reqwest::Response) -> Answer {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        json,
+        text,
+    }
+}
+
+pub async fn post_json(url: &str, body: Value) -> Answer {
+    read(client().post(url).json(&body).send().await.expect("send")).await
+}
+
+pub async fn signin(gw: &Gateway) -> String {
+    let a = post_json(
+        &gw.url("/api/auth/signin"),
+        serde_json::json!({"email": EMAIL, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "signin failed: {}", a.text);
+    a.json["token"].as_str().expect("token").to_string()
+}
+
+/// The claims of a token, read without verification (the gateway verified it).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("claims json")
+}
+
+/// Sign arbitrary claims with the test secret, for expired or forged tokens.
+pub fn sign(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn assert_error(a: &Answer, status: u16, error: &str, message: &str) {
+    assert_eq!(a.status, status, "body: {}", a.text);
+    assert_eq!(a.json["error"], error, "body: {}", a.text);
+    assert_eq!(a.json["message"], message, "body: {}", a.text);
+}
+
+pub fn map<const N: usize>(pairs: [(&str, &str); N]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! A user signs in with email and password and gets a token tied to a server-side session.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn signin_returns_token_and_seed_profile() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": EMAIL, "password": PASSWORD})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.headers["content-type"], "application/json");
+    assert_eq!(a.headers["cache-control"], "no-store");
+
+    let token = a.json["token"].as_str().unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "HS256");
+
+    let c = claims(token);
+    assert_eq!(c["_id"], USER_ID);
+    assert_eq!(c["email"], EMAIL);
+    assert_eq!(c["customerId"], "cus_Nxxxxxx");
+    assert_eq!(c["accountType"], "user");
+    assert!(c["sessionId"].as_str().unwrap().len() >= 32);
+    let (iat, exp) = (c["iat"].as_i64().unwrap(), c["exp"].as_i64().unwrap());
+    assert_eq!(exp - iat, 21_600, "default lifetime is six hours");
+    assert!((iat - now()).abs() < 30);
+
+    let p = &a.json["profile"];
+    assert_eq!(p["_id"], USER_ID);
+    assert_eq!(p["email"], EMAIL);
+    assert_eq!(p["fname"], "John");
+    assert_eq!(p["lname"], "Doe");
+    assert_eq!(p["accountType"], "user");
+    assert_eq!(p["customerId"], "cus_Nxxxxxx");
+    assert!(p["permissions"].is_array());
+    assert_eq!(p["institution"]["_id"], ORG_ID);
+    assert_eq!(p["institution"]["name"], "Doe & Associates");
+    assert!(p.get("password_hash").is_none() && p.get("passwordHash").is_none());
+}
+
+#[tokio::test]
+async fn email_is_matched_without_case() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": " John.Doe@MyDomain.com", "password": PASSWORD})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let url = gw.url("/api/auth/signin");
+    // Warm up the connection and the hashing pool.
+    post_json(&url, json!({"email": EMAIL, "password": "nope"})).await;
+
+    let mut wrong_ms = Vec::new();
+    let mut unknown_ms = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let wrong = post_json(&url, json!({"email": EMAIL, "password": "not-it"})).await;
+        wrong_ms.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let unknown = post_json(&url, json!({"email": "nobody@mydomain.com", "password": "not-it"})).await;
+        unknown_ms.push(t.elapsed().as_secs_f64());
+        assert_error(&wrong, 401, "Invalid email or password", "Invalid email or password");
+        assert_eq!(wrong.text, unknown.text, "identical bodies");
+        bodies.push(unknown.text);
+    }
+    // Both paths run one argon2id verification; neither may be an order of magnitude cheaper.
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (w, u) = (median(&mut wrong_ms), median(&mut unknown_ms));
+    assert!(u > w / 4.0 && w > u / 4.0, "wrong password {w:.4}s vs unknown email {u:.4}s");
+}
+
+#[tokio::test]
+async fn bcrypt_hashes_and_disabled_accounts() {
+    let bcrypt_hash = bcrypt::hash("legacy-pass-123", 4).unwrap();
+    let users = format!(
+        "{}\n[[users]]\nid = \"u-legacy\"\nemail = \"legacy@mydomain.com\"\npassword_hash = \"{bcrypt_hash}\"\naccount_type = \"admin\"\norg = \"{ORG_ID}\"\n\n[[users]]\nid = \"u-off\"\nemail = \"off@mydomain.com\"\npassword_hash = \"{bcrypt_hash}\"\naccount_type = \"user\"\norg = \"{ORG_ID}\"\nstatus = \"disabled\"\n",
+        sample_users()
+    );
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options { users_toml: Some(users), ..Options::default() });
+    let url = gw.url("/api/auth/signin");
+    let a = post_json(&url, json!({"email": "legacy@mydomain.com", "password": "legacy-pass-123"})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(claims(a.json["token"].as_str().unwrap())["accountType"], "admin");
+
+    let off = post_json(&url, json!({"email": "off@mydomain.com", "password": "legacy-pass-123"})).await;
+    assert_error(&off, 401, "Account is disabled", "Account is disabled");
+    // A wrong password does not reveal that the account exists and is disabled.
+    let off_wrong = post_json(&url, json!({"email": "off@mydomain.com", "password": "x"})).await;
+    assert_error(&off_wrong, 401, "Invalid email or password", "Invalid email or password");
+}
+
+#[tokio::test]
+async fn disabled_organization_is_refused() {
+    let users = sample_users().replace("status = \"active\"                        # \"active\" | \"disabled\"\nsubscription_tier", "status = \"disabled\"\nsubscription_tier");
+    assert!(users.contains("status = \"disabled\""));
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options { users_toml: Some(users), ..Options::default() });
+    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": EMAIL, "password": PASSWORD})).await;
+    assert_error(&a, 401, "Firm account is disabled", "Firm account is disabled");
+}
+
+#[tokio::test]
+async fn lifetime_comes_from_config_and_env() {
+    let up = Upstream::start();
+    let from_config = Gateway::start(
+        &up,
+        Options { token_section: format!("[token]\nsecret = \"{SECRET}\"\nvalidity_secs = 120\n"), ..Options::default() },
+    );
+    let c = claims(&signin(&from_config).await);
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
+
+    let from_env = Gateway::start(
+        &up,
+        Options {
+            token_section: format!("[token]\nsecret = \"{SECRET}\"\nvalidity_secs = 120\n"),
+            env: vec![("JWT_VALIDITY_SEC".into(), "300".into())],
+            ..Options::default()
+        },
+    );
+    let c = claims(&signin(&from_env).await);
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300, "JWT_VALIDITY_SEC wins");
+}
+
+#[tokio::test]
+async fn secret_from_env_signs_tokens() {
+    let up = Upstream::start();
+    let other = "env-secret-env-secret-env-secret-env-secret";
+    let gw = Gateway::start(
+        &up,
+        Options { token_section: String::new(), env: vec![("JWT_SECRET".into(), other.into())], ..Options::default() },
+    );
+    let token = signin(&gw).await;
+    let key = jsonwebtoken::DecodingKey::from_secret(other.as_bytes());
+    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256));
+    assert!(data.is_ok(), "token is signed with JWT_SECRET");
+}
+
+#[tokio::test]
+async fn missing_secret_is_generated_with_a_warning() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options { token_section: String::new(), ..Options::default() });
+    let token = signin(&gw).await;
+    let r = client().get(gw.url("/x")).header("x-access-token", &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gw.log().contains("token.secret is not set"), "{}", gw.log());
+}
