@@ -1,1 +1,100 @@
-fn main(){}
+//! The per-request cost of finding and verifying a token, for each location.
+//!
+//! Run with `cargo bench --bench token`.
+
+use std::hint::black_box;
+
+use authgate::model::AccountType;
+use authgate::token::{Claims, JwtKeys, body_token, header_or_query_token};
+use criterion::{Criterion, criterion_group, criterion_main};
+use pingora::http::RequestHeader;
+
+const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
+
+fn token(keys: &JwtKeys) -> String {
+    keys.issue(&Claims {
+        user_id: "6430736fd62d650040420674".into(),
+        email: "john.doe@mydomain.com".into(),
+        customer_id: "cus_Nxxxxxx".into(),
+        account_type: AccountType::User,
+        session_id: "374c1f0d2bce576df42b980b35a6b4e8".into(),
+        iat: 1_700_000_000,
+        exp: 4_000_000_000,
+    })
+    .expect("sign")
+}
+
+fn request(uri: &str, headers: &[(&'static str, String)]) -> RequestHeader {
+    let mut r = RequestHeader::build("GET", uri.as_bytes(), None).expect("request");
+    for (k, v) in headers {
+        r.append_header(*k, v.as_str()).expect("header");
+    }
+    r.append_header("user-agent", "bench/1.0").expect("header");
+    r.append_header("accept", "application/json")
+        .expect("header");
+    r
+}
+
+fn bench(c: &mut Criterion) {
+    let keys = JwtKeys::new(SECRET);
+    let t = token(&keys);
+    let now = 1_800_000_000;
+
+    let header = request("/api/cases", &[("x-access-token", t.clone())]);
+    let bearer = request("/api/cases", &[("authorization", format!("Bearer {t}"))]);
+    let query = request(&format!("/api/cases?page=2&token={t}"), &[]);
+    let none = request("/api/cases?page=2", &[]);
+    let body = format!("{{\"token\":\"{t}\",\"title\":\"A case\",\"tags\":[\"a\",\"b\"]}}");
+
+    let mut g = c.benchmark_group("extract");
+    g.bench_function("x-access-token", |b| {
+        b.iter(|| header_or_query_token(black_box(&header)).map(|(_, t)| t.len()))
+    });
+    g.bench_function("bearer", |b| {
+        b.iter(|| header_or_query_token(black_box(&bearer)).map(|(_, t)| t.len()))
+    });
+    g.bench_function("query", |b| {
+        b.iter(|| header_or_query_token(black_box(&query)).map(|(_, t)| t.len()))
+    });
+    g.bench_function("absent", |b| {
+        b.iter(|| header_or_query_token(black_box(&none)).is_none())
+    });
+    g.bench_function("json-body", |b| {
+        b.iter(|| body_token(black_box(body.as_bytes())))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("verify");
+    g.bench_function("hs256", |b| {
+        b.iter(|| keys.verify(black_box(&t), now).is_ok())
+    });
+    g.bench_function("hs256-bad-signature", |b| {
+        let other = JwtKeys::new(b"another-secret-another-secret-another!!");
+        b.iter(|| other.verify(black_box(&t), now).is_err())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("extract+verify");
+    g.bench_function("x-access-token", |b| {
+        b.iter(|| {
+            let (_, tok) = header_or_query_token(black_box(&header)).expect("token");
+            keys.verify(&tok, now).is_ok()
+        })
+    });
+    g.bench_function("query", |b| {
+        b.iter(|| {
+            let (_, tok) = header_or_query_token(black_box(&query)).expect("token");
+            keys.verify(&tok, now).is_ok()
+        })
+    });
+    g.bench_function("json-body", |b| {
+        b.iter(|| {
+            let tok = body_token(black_box(body.as_bytes())).expect("token");
+            keys.verify(&tok, now).is_ok()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

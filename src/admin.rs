@@ -12,7 +12,10 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, body) = match session.req_header().uri.path() {
             "/healthz" => (StatusCode::OK, r#"{"status":"ok"}"#),
-            _ => (StatusCode::NOT_FOUND, r#"{"error":"Not Found","message":"Unknown admin path"}"#),
+            _ => (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"Not Found","message":"Unknown admin path"}"#,
+            ),
         };
         json(status, body.as_bytes().to_vec())
     }

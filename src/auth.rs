@@ -7,7 +7,7 @@ use rand::RngCore;
 
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::model::{normalize_email, Org, Session, Status, User};
+use crate::model::{Org, Session, Status, User, normalize_email};
 use crate::proxy::Gateway;
 use crate::token::Claims;
 

@@ -70,19 +70,31 @@ mod tests {
     fn untrusted_peer_is_the_client_whatever_it_claims() {
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(client_ip(peer, &req(&["1.1.1.1"]), &[]), peer);
-        assert_eq!(client_ip(peer, &req(&["1.1.1.1"]), &nets(&["10.0.0.0/8"])), peer);
+        assert_eq!(
+            client_ip(peer, &req(&["1.1.1.1"]), &nets(&["10.0.0.0/8"])),
+            peer
+        );
     }
 
     #[test]
     fn trusted_peer_forwards_the_nearest_untrusted_hop() {
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(peer, &req(&["198.51.100.7"]), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &req(&["198.51.100.7"]), &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         // The client prepended a fake address; the proxy appended the real one.
         let r = req(&["6.6.6.6, 198.51.100.7, 10.0.0.5"]);
-        assert_eq!(client_ip(peer, &r, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &r, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         let split = req(&["6.6.6.6", "198.51.100.7"]);
-        assert_eq!(client_ip(peer, &split, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &split, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

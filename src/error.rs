@@ -82,9 +82,15 @@ impl GatewayError {
             InvalidAlgorithm => ("Invalid token", "invalid algorithm".into()),
             MalformedToken => ("Invalid token", "jwt malformed".into()),
             SessionExpired => ("Session expired", "session expired".into()),
-            InvalidCredentials => ("Invalid email or password", "Invalid email or password".into()),
+            InvalidCredentials => (
+                "Invalid email or password",
+                "Invalid email or password".into(),
+            ),
             AccountDisabled => ("Account is disabled", "Account is disabled".into()),
-            FirmDisabled => ("Firm account is disabled", "Firm account is disabled".into()),
+            FirmDisabled => (
+                "Firm account is disabled",
+                "Firm account is disabled".into(),
+            ),
             Forbidden => (
                 "Forbidden",
                 "Your account type is not allowed to access this resource".into(),
@@ -99,7 +105,10 @@ impl GatewayError {
                 format!("Request body is larger than {limit} bytes").into(),
             ),
             NotFound => ("Not Found", "No route matches this path".into()),
-            MethodNotAllowed => ("Method Not Allowed", "Method not allowed on this endpoint".into()),
+            MethodNotAllowed => (
+                "Method Not Allowed",
+                "Method not allowed on this endpoint".into(),
+            ),
             BadGateway => ("Bad Gateway", "The upstream service is unavailable".into()),
             Unavailable(_) => (
                 "Service Unavailable",
@@ -136,14 +145,54 @@ mod tests {
     #[test]
     fn api_md_error_table() {
         let cases = [
-            (GatewayError::MissingToken, 401, "Authentication Required", "Authentication Required"),
-            (GatewayError::TokenExpired, 401, "Token expired", "jwt expired"),
-            (GatewayError::InvalidSignature, 401, "Invalid token", "invalid signature"),
-            (GatewayError::MalformedToken, 401, "Invalid token", "jwt malformed"),
-            (GatewayError::SessionExpired, 401, "Session expired", "session expired"),
-            (GatewayError::InvalidCredentials, 401, "Invalid email or password", "Invalid email or password"),
-            (GatewayError::AccountDisabled, 401, "Account is disabled", "Account is disabled"),
-            (GatewayError::FirmDisabled, 401, "Firm account is disabled", "Firm account is disabled"),
+            (
+                GatewayError::MissingToken,
+                401,
+                "Authentication Required",
+                "Authentication Required",
+            ),
+            (
+                GatewayError::TokenExpired,
+                401,
+                "Token expired",
+                "jwt expired",
+            ),
+            (
+                GatewayError::InvalidSignature,
+                401,
+                "Invalid token",
+                "invalid signature",
+            ),
+            (
+                GatewayError::MalformedToken,
+                401,
+                "Invalid token",
+                "jwt malformed",
+            ),
+            (
+                GatewayError::SessionExpired,
+                401,
+                "Session expired",
+                "session expired",
+            ),
+            (
+                GatewayError::InvalidCredentials,
+                401,
+                "Invalid email or password",
+                "Invalid email or password",
+            ),
+            (
+                GatewayError::AccountDisabled,
+                401,
+                "Account is disabled",
+                "Account is disabled",
+            ),
+            (
+                GatewayError::FirmDisabled,
+                401,
+                "Firm account is disabled",
+                "Firm account is disabled",
+            ),
         ];
         for (e, status, error, message) in cases {
             assert_eq!(e.status(), status);
@@ -152,8 +201,20 @@ mod tests {
             assert_eq!(body["message"], message);
         }
         assert_eq!(GatewayError::Forbidden.status(), 403);
-        assert_eq!(GatewayError::RateLimited { retry_after_secs: 3 }.status(), 429);
-        assert_eq!(GatewayError::RateLimited { retry_after_secs: 3 }.retry_after(), Some(3));
+        assert_eq!(
+            GatewayError::RateLimited {
+                retry_after_secs: 3
+            }
+            .status(),
+            429
+        );
+        assert_eq!(
+            GatewayError::RateLimited {
+                retry_after_secs: 3
+            }
+            .retry_after(),
+            Some(3)
+        );
         assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
     }
 }

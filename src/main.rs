@@ -6,11 +6,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use authgate::config::{process_env, Config};
+use authgate::config::{Config, process_env};
 use authgate::store::users_file::UsersFile;
 
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "Reverse-proxy authentication gateway")]
+#[command(
+    name = "authgate",
+    version,
+    about = "Reverse-proxy authentication gateway"
+)]
 struct Cli {
     /// Configuration file. Without it, `conf/authgate.toml` if present, else embedded defaults.
     #[arg(long, short, global = true)]

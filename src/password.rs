@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -34,7 +36,9 @@ fn is_bcrypt(hash: &str) -> bool {
 /// Hash a password with argon2id and a fresh random salt (blocking).
 pub fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(argon2id().hash_password(password.as_bytes(), &salt)?.to_string())
+    Ok(argon2id()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
 }
 
 /// Check a password against a stored hash (blocking). Any unreadable hash is a mismatch.
@@ -76,9 +80,7 @@ impl Passwords {
             None => Arc::clone(&self.dummy_hash),
         };
         let password = password.to_owned();
-        let ok = self
-            .run(move || verify_blocking(&password, &hash))
-            .await?;
+        let ok = self.run(move || verify_blocking(&password, &hash)).await?;
         Ok(ok && known)
     }
 

@@ -17,7 +17,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
-use crate::auth::{authenticate, unix_now, Caller};
+use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::client_ip;
 use crate::config::AuthMode;
 use crate::endpoints::{self, Endpoint, Reply};
@@ -26,7 +26,7 @@ use crate::live::Live;
 use crate::password::Passwords;
 use crate::store::{SessionStore, UserStore};
 use crate::telemetry::redact_uri;
-use crate::token::{body_token, header_or_query_token, Claims};
+use crate::token::{Claims, body_token, header_or_query_token};
 use crate::upstream::{append_forwarded_for, set_identity_headers};
 
 /// The gateway's shared state; one instance serves every request.
@@ -71,7 +71,11 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        ctx.client_ip = client_ip(peer, session.req_header(), &live.config.server.trusted_proxies);
+        ctx.client_ip = client_ip(
+            peer,
+            session.req_header(),
+            &live.config.server.trusted_proxies,
+        );
 
         let outcome = match Endpoint::classify(session.req_header().uri.path()) {
             Some(endpoint) => self
@@ -98,18 +102,23 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(live), Some(index)) = (ctx.live.as_ref(), ctx.route) else {
-            return Err(Error::explain(ErrorType::HTTPStatus(502), "no route chosen"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "no route chosen",
+            ));
         };
         let Some(route) = live.router.route(index) else {
             return Err(Error::explain(ErrorType::HTTPStatus(502), "route vanished"));
         };
-        let backend = route
-            .upstream
-            .lb
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server"))?;
+        let backend = route.upstream.lb.select(b"", 256).ok_or_else(|| {
+            Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server")
+        })?;
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let server = &live.config.server;
         peer.options.connection_timeout = Some(server.upstream_connect_timeout);
@@ -127,11 +136,18 @@ impl ProxyHttp for Gateway {
         append_forwarded_for(upstream_request, ctx.client_ip)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let error = match (e.etype(), e.esource()) {
             (_, ErrorSource::Downstream) => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
-                _ => Some(GatewayError::BadRequest("The request could not be read".into())),
+                _ => Some(GatewayError::BadRequest(
+                    "The request could not be read".into(),
+                )),
             },
             _ => Some(GatewayError::BadGateway),
         };
@@ -221,7 +237,12 @@ impl Gateway {
     }
 
     /// A request for an upstream: decide whether it may pass, and as whom.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx, live: &Live) -> Result<(), GatewayError> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        live: &Live,
+    ) -> Result<(), GatewayError> {
         let index = live
             .router
             .route_index(session.req_header().uri.path())
@@ -259,7 +280,10 @@ impl Gateway {
 
 /// The body's `token` field, for a JSON body of known, bounded size. The body is kept in
 /// Pingora's retry buffer, from which the proxy later sends it upstream byte for byte.
-async fn read_body_token(session: &mut Session, live: &Live) -> Result<Option<String>, GatewayError> {
+async fn read_body_token(
+    session: &mut Session,
+    live: &Live,
+) -> Result<Option<String>, GatewayError> {
     let req = session.req_header();
     let is_json = req
         .headers
@@ -308,7 +332,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
                 tracing::debug!("request body read failed: {e}");
-                return Err(GatewayError::BadRequest("The request body could not be read".into()));
+                return Err(GatewayError::BadRequest(
+                    "The request body could not be read".into(),
+                ));
             }
         }
     }

@@ -26,7 +26,11 @@ impl<C: Clock + Clone> IpLimiter<C> {
     /// minute is refused.
     pub fn with_clock(n: NonZeroU32, clock: C) -> IpLimiter<C> {
         IpLimiter {
-            limiter: RateLimiter::new(Quota::per_minute(n), DashMapStateStore::default(), clock.clone()),
+            limiter: RateLimiter::new(
+                Quota::per_minute(n),
+                DashMapStateStore::default(),
+                clock.clone(),
+            ),
             clock,
         }
     }

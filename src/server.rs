@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
@@ -18,9 +18,9 @@ use crate::config::{Config, StoreSettings};
 use crate::live::Live;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
+use crate::store::SessionStore;
 use crate::store::memory::{MemorySessions, MemoryUsers};
 use crate::store::users_file::UsersFile;
-use crate::store::SessionStore;
 
 /// Build every service from `config` and serve until a shutdown signal.
 pub fn run(config: Config) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pingora::http::RequestHeader;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{health_check::TcpHealthCheck, LoadBalancer};
+use pingora::lb::{LoadBalancer, health_check::TcpHealthCheck};
 
 use crate::config::{AuthMode, Config, RouteSettings, UpstreamSettings};
 use crate::model::AccountType;
@@ -32,7 +32,8 @@ pub struct Upstream {
 
 impl Upstream {
     fn build(settings: &UpstreamSettings) -> std::io::Result<Upstream> {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(settings.servers.iter().map(String::as_str))?;
+        let mut lb =
+            LoadBalancer::<RoundRobin>::try_from_iter(settings.servers.iter().map(String::as_str))?;
         lb.set_health_check(TcpHealthCheck::new());
         lb.health_check_frequency = Some(settings.health_check);
         Ok(Upstream {
@@ -95,7 +96,7 @@ impl Router {
                 })
             })
             .collect::<Vec<_>>();
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Router { routes, upstreams })
     }
 
@@ -137,7 +138,11 @@ pub fn set_identity_headers(
 
 /// Append the client to `X-Forwarded-For`, as every hop of a proxy chain does.
 pub fn append_forwarded_for(req: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
-    let value = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let value = match req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
         _ => client.to_string(),
     };
@@ -159,7 +164,13 @@ mod tests {
             "[[routes]]\nprefix = \"/\"\nupstream = \"a\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"a\"\nauth = \"none\"\n[[routes]]\nprefix = \"/api/admin/\"\nupstream = \"a\"\n",
         );
         let router = Router::build(&cfg).unwrap();
-        let prefix = |p: &str| router.route(router.route_index(p).unwrap()).unwrap().prefix.clone();
+        let prefix = |p: &str| {
+            router
+                .route(router.route_index(p).unwrap())
+                .unwrap()
+                .prefix
+                .clone()
+        };
         assert_eq!(prefix("/api/admin/x"), "/api/admin/");
         assert_eq!(prefix("/api/x"), "/api");
         assert_eq!(prefix("/api"), "/api");

@@ -2,7 +2,7 @@
 //! (seed 003). The gateway owns identity fields; everything else comes from the record's
 //! free-form data, so backends keep the fields they already serve.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::model::{Org, User};
 

@@ -11,7 +11,11 @@ use serde_json::json;
 async fn signin_returns_token_and_seed_profile() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());
-    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": EMAIL, "password": PASSWORD})).await;
+    let a = post_json(
+        &gw.url("/api/auth/signin"),
+        json!({"email": EMAIL, "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.headers["content-type"], "application/json");
     assert_eq!(a.headers["cache-control"], "no-store");
@@ -51,7 +55,11 @@ async fn signin_returns_token_and_seed_profile() {
 async fn email_is_matched_without_case() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());
-    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": " John.Doe@MyDomain.com", "password": PASSWORD})).await;
+    let a = post_json(
+        &gw.url("/api/auth/signin"),
+        json!({"email": " John.Doe@MyDomain.com", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text);
 }
 
@@ -71,9 +79,18 @@ async fn unknown_email_and_wrong_password_look_the_same() {
         let wrong = post_json(&url, json!({"email": EMAIL, "password": "not-it"})).await;
         wrong_ms.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let unknown = post_json(&url, json!({"email": "nobody@mydomain.com", "password": "not-it"})).await;
+        let unknown = post_json(
+            &url,
+            json!({"email": "nobody@mydomain.com", "password": "not-it"}),
+        )
+        .await;
         unknown_ms.push(t.elapsed().as_secs_f64());
-        assert_error(&wrong, 401, "Invalid email or password", "Invalid email or password");
+        assert_error(
+            &wrong,
+            401,
+            "Invalid email or password",
+            "Invalid email or password",
+        );
         assert_eq!(wrong.text, unknown.text, "identical bodies");
         bodies.push(unknown.text);
     }
@@ -83,7 +100,10 @@ async fn unknown_email_and_wrong_password_look_the_same() {
         v[v.len() / 2]
     };
     let (w, u) = (median(&mut wrong_ms), median(&mut unknown_ms));
-    assert!(u > w / 4.0 && w > u / 4.0, "wrong password {w:.4}s vs unknown email {u:.4}s");
+    assert!(
+        u > w / 4.0 && w > u / 4.0,
+        "wrong password {w:.4}s vs unknown email {u:.4}s"
+    );
 }
 
 #[tokio::test]
@@ -94,27 +114,67 @@ async fn bcrypt_hashes_and_disabled_accounts() {
         sample_users()
     );
     let up = Upstream::start();
-    let gw = Gateway::start(&up, Options { users_toml: Some(users), ..Options::default() });
+    let gw = Gateway::start(
+        &up,
+        Options {
+            users_toml: Some(users),
+            ..Options::default()
+        },
+    );
     let url = gw.url("/api/auth/signin");
-    let a = post_json(&url, json!({"email": "legacy@mydomain.com", "password": "legacy-pass-123"})).await;
+    let a = post_json(
+        &url,
+        json!({"email": "legacy@mydomain.com", "password": "legacy-pass-123"}),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(claims(a.json["token"].as_str().unwrap())["accountType"], "admin");
+    assert_eq!(
+        claims(a.json["token"].as_str().unwrap())["accountType"],
+        "admin"
+    );
 
-    let off = post_json(&url, json!({"email": "off@mydomain.com", "password": "legacy-pass-123"})).await;
+    let off = post_json(
+        &url,
+        json!({"email": "off@mydomain.com", "password": "legacy-pass-123"}),
+    )
+    .await;
     assert_error(&off, 401, "Account is disabled", "Account is disabled");
     // A wrong password does not reveal that the account exists and is disabled.
     let off_wrong = post_json(&url, json!({"email": "off@mydomain.com", "password": "x"})).await;
-    assert_error(&off_wrong, 401, "Invalid email or password", "Invalid email or password");
+    assert_error(
+        &off_wrong,
+        401,
+        "Invalid email or password",
+        "Invalid email or password",
+    );
 }
 
 #[tokio::test]
 async fn disabled_organization_is_refused() {
-    let users = sample_users().replace("status = \"active\"                        # \"active\" | \"disabled\"\nsubscription_tier", "status = \"disabled\"\nsubscription_tier");
+    let users = sample_users().replace(
+        "status = \"active\"                        # \"active\" | \"disabled\"\nsubscription_tier",
+        "status = \"disabled\"\nsubscription_tier",
+    );
     assert!(users.contains("status = \"disabled\""));
     let up = Upstream::start();
-    let gw = Gateway::start(&up, Options { users_toml: Some(users), ..Options::default() });
-    let a = post_json(&gw.url("/api/auth/signin"), json!({"email": EMAIL, "password": PASSWORD})).await;
-    assert_error(&a, 401, "Firm account is disabled", "Firm account is disabled");
+    let gw = Gateway::start(
+        &up,
+        Options {
+            users_toml: Some(users),
+            ..Options::default()
+        },
+    );
+    let a = post_json(
+        &gw.url("/api/auth/signin"),
+        json!({"email": EMAIL, "password": PASSWORD}),
+    )
+    .await;
+    assert_error(
+        &a,
+        401,
+        "Firm account is disabled",
+        "Firm account is disabled",
+    );
 }
 
 #[tokio::test]
@@ -122,7 +182,10 @@ async fn lifetime_comes_from_config_and_env() {
     let up = Upstream::start();
     let from_config = Gateway::start(
         &up,
-        Options { token_section: format!("[token]\nsecret = \"{SECRET}\"\nvalidity_secs = 120\n"), ..Options::default() },
+        Options {
+            token_section: format!("[token]\nsecret = \"{SECRET}\"\nvalidity_secs = 120\n"),
+            ..Options::default()
+        },
     );
     let c = claims(&signin(&from_config).await);
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
@@ -136,7 +199,11 @@ async fn lifetime_comes_from_config_and_env() {
         },
     );
     let c = claims(&signin(&from_env).await);
-    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300, "JWT_VALIDITY_SEC wins");
+    assert_eq!(
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+        300,
+        "JWT_VALIDITY_SEC wins"
+    );
 }
 
 #[tokio::test]
@@ -145,20 +212,39 @@ async fn secret_from_env_signs_tokens() {
     let other = "env-secret-env-secret-env-secret-env-secret";
     let gw = Gateway::start(
         &up,
-        Options { token_section: String::new(), env: vec![("JWT_SECRET".into(), other.into())], ..Options::default() },
+        Options {
+            token_section: String::new(),
+            env: vec![("JWT_SECRET".into(), other.into())],
+            ..Options::default()
+        },
     );
     let token = signin(&gw).await;
     let key = jsonwebtoken::DecodingKey::from_secret(other.as_bytes());
-    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256));
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &key,
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+    );
     assert!(data.is_ok(), "token is signed with JWT_SECRET");
 }
 
 #[tokio::test]
 async fn missing_secret_is_generated_with_a_warning() {
     let up = Upstream::start();
-    let gw = Gateway::start(&up, Options { token_section: String::new(), ..Options::default() });
+    let gw = Gateway::start(
+        &up,
+        Options {
+            token_section: String::new(),
+            ..Options::default()
+        },
+    );
     let token = signin(&gw).await;
-    let r = client().get(gw.url("/x")).header("x-access-token", &token).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/x"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(gw.log().contains("token.secret is not set"), "{}", gw.log());
 }

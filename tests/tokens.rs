@@ -20,7 +20,10 @@ fn assert_identity(seen: &Seen, token: &str) {
     assert_eq!(seen.header("x-user-email").as_deref(), Some(EMAIL));
     assert_eq!(seen.header("x-account-type").as_deref(), Some("user"));
     assert_eq!(seen.header("x-customer-id").as_deref(), Some("cus_Nxxxxxx"));
-    assert_eq!(seen.header("x-session-id").as_deref(), c["sessionId"].as_str());
+    assert_eq!(
+        seen.header("x-session-id").as_deref(),
+        c["sessionId"].as_str()
+    );
 }
 
 #[tokio::test]
@@ -36,10 +39,18 @@ async fn token_in_each_of_the_four_locations() {
     let seen = up.last();
     assert_eq!(seen.uri, "/api/cases");
     assert_identity(&seen, &token);
-    assert_eq!(seen.header("x-access-token").as_deref(), Some(token.as_str()), "token forwarded unchanged");
+    assert_eq!(
+        seen.header("x-access-token").as_deref(),
+        Some(token.as_str()),
+        "token forwarded unchanged"
+    );
 
     // 2. Authorization: Bearer
-    let a = get(&gw.url("/api/cases"), &[("authorization", &format!("Bearer {token}"))]).await;
+    let a = get(
+        &gw.url("/api/cases"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_identity(&up.last(), &token);
 
@@ -79,9 +90,20 @@ async fn first_present_location_decides_even_when_invalid() {
     let before = up.count();
 
     // A broken x-access-token is not rescued by a valid Bearer, query or body token.
-    let a = get(&gw.url(&format!("/x?token={token}")), &[("x-access-token", "garbage"), ("authorization", &format!("Bearer {token}"))]).await;
+    let a = get(
+        &gw.url(&format!("/x?token={token}")),
+        &[
+            ("x-access-token", "garbage"),
+            ("authorization", &format!("Bearer {token}")),
+        ],
+    )
+    .await;
     assert_error(&a, 401, "Invalid token", "jwt malformed");
-    let a = get(&gw.url(&format!("/x?token={token}")), &[("authorization", "Bearer garbage")]).await;
+    let a = get(
+        &gw.url(&format!("/x?token={token}")),
+        &[("authorization", "Bearer garbage")],
+    )
+    .await;
     assert_error(&a, 401, "Invalid token", "jwt malformed");
     let r = client()
         .post(gw.url("/x?token=garbage"))
@@ -105,12 +127,21 @@ async fn missing_expired_tampered_and_alg_none_tokens_are_refused() {
     let c = claims(&token);
 
     let a = get(&gw.url("/x"), &[]).await;
-    assert_error(&a, 401, "Authentication Required", "Authentication Required");
+    assert_error(
+        &a,
+        401,
+        "Authentication Required",
+        "Authentication Required",
+    );
 
     let mut expired = c.clone();
     expired["iat"] = json!(now() - 7200);
     expired["exp"] = json!(now() - 3600);
-    let a = get(&gw.url("/x"), &[("x-access-token", &sign(&expired, SECRET))]).await;
+    let a = get(
+        &gw.url("/x"),
+        &[("x-access-token", &sign(&expired, SECRET))],
+    )
+    .await;
     assert_error(&a, 401, "Token expired", "jwt expired");
 
     // Payload changed to claim a super account, signature kept.
@@ -123,12 +154,22 @@ async fn missing_expired_tampered_and_alg_none_tokens_are_refused() {
     assert_error(&a, 401, "Invalid token", "invalid signature");
 
     // Signed with another key.
-    let a = get(&gw.url("/x"), &[("x-access-token", &sign(&c, "some-other-secret-some-other-secret-00"))]).await;
+    let a = get(
+        &gw.url("/x"),
+        &[(
+            "x-access-token",
+            &sign(&c, "some-other-secret-some-other-secret-00"),
+        )],
+    )
+    .await;
     assert_error(&a, 401, "Invalid token", "invalid signature");
 
     // alg: none, with and without a trailing dot.
     let none_header = claims_b64(&json!({"alg": "none", "typ": "JWT"}));
-    for t in [format!("{none_header}.{}.", claims_b64(&c)), format!("{none_header}.{}", claims_b64(&c))] {
+    for t in [
+        format!("{none_header}.{}.", claims_b64(&c)),
+        format!("{none_header}.{}", claims_b64(&c)),
+    ] {
         let a = get(&gw.url("/x"), &[("x-access-token", &t)]).await;
         assert_eq!(a.status, 401, "{}", a.text);
         assert_eq!(a.json["error"], "Invalid token");
@@ -161,7 +202,10 @@ async fn missing_expired_tampered_and_alg_none_tokens_are_refused() {
 }
 
 fn claims_b64(v: &serde_json::Value) -> String {
-    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, serde_json::to_vec(v).unwrap())
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        serde_json::to_vec(v).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -170,7 +214,13 @@ async fn spoofed_identity_headers_are_stripped_on_every_route() {
     let routes = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
                   [[routes]]\nprefix = \"/public\"\nupstream = \"app\"\nauth = \"none\"\n\
                   [[routes]]\nprefix = \"/maybe\"\nupstream = \"app\"\nauth = \"optional\"\n";
-    let gw = Gateway::start(&up, Options { routes: Some(routes.into()), ..Options::default() });
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(routes.into()),
+            ..Options::default()
+        },
+    );
     let token = signin(&gw).await;
     let spoof = [
         ("X-User-Id", "attacker"),
@@ -203,12 +253,29 @@ async fn spoofed_identity_headers_are_stripped_on_every_route() {
 #[tokio::test]
 async fn body_token_only_for_bounded_json() {
     let up = Upstream::start();
-    let gw = Gateway::start(&up, Options { server_section: "max_body_bytes = 1024\n".into(), ..Options::default() });
+    let gw = Gateway::start(
+        &up,
+        Options {
+            server_section: "max_body_bytes = 1024\n".into(),
+            ..Options::default()
+        },
+    );
     let token = signin(&gw).await;
 
     // Not JSON: the body is not searched.
-    let r = client().post(gw.url("/x")).header("content-type", "text/plain").body(format!("{{\"token\":\"{token}\"}}")).send().await.unwrap();
-    assert_error(&read(r).await, 401, "Authentication Required", "Authentication Required");
+    let r = client()
+        .post(gw.url("/x"))
+        .header("content-type", "text/plain")
+        .body(format!("{{\"token\":\"{token}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &read(r).await,
+        401,
+        "Authentication Required",
+        "Authentication Required",
+    );
 
     // Too large to search: refused, not forwarded.
     let big = json!({"token": token, "pad": "x".repeat(2000)});
@@ -217,7 +284,13 @@ async fn body_token_only_for_bounded_json() {
 
     // With a header token, a large body of any kind streams through untouched.
     let big_body = "y".repeat(300_000);
-    let r = client().post(gw.url("/upload")).header("x-access-token", &token).body(big_body.clone()).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/upload"))
+        .header("x-access-token", &token)
+        .body(big_body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(read(r).await.status, 200);
     assert_eq!(up.last().body.len(), big_body.len());
     assert_eq!(up.count(), 1);

@@ -219,9 +219,12 @@ impl Validator<'_> {
     }
 
     fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-        value
-            .parse()
-            .map_err(|_| self.err(key, format!("`{value}` is not an address like 0.0.0.0:8080")))
+        value.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("`{value}` is not an address like 0.0.0.0:8080"),
+            )
+        })
     }
 }
 
@@ -235,7 +238,14 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             .trusted_proxies
             .iter()
             .enumerate()
-            .map(|(i, p)| parse_cidr(p).ok_or_else(|| v.err(format!("server.trusted_proxies[{i}]"), format!("`{p}` is not an IP address or CIDR"))))
+            .map(|(i, p)| {
+                parse_cidr(p).ok_or_else(|| {
+                    v.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("`{p}` is not an IP address or CIDR"),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if s.threads == 0 {
             return Err(v.err("server.threads", "must be at least 1"));
@@ -247,7 +257,10 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
         if s.upstream_connect_timeout_ms == 0 || s.upstream_read_timeout_ms == 0 {
-            return Err(v.err("server.upstream_connect_timeout_ms", "timeouts must be positive"));
+            return Err(v.err(
+                "server.upstream_connect_timeout_ms",
+                "timeouts must be positive",
+            ));
         }
         ServerSettings {
             listen: v.addr("server.listen", &s.listen)?,
@@ -277,15 +290,13 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
         let (secret, secret_generated) = match raw.token.secret {
-            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
-                return Err(v.err(
-                    "token.secret",
-                    format!(
-                        "is {} bytes; at least {MIN_SECRET_BYTES} are required (also check JWT_SECRET)",
-                        secret.len()
-                    ),
-                ))
-            }
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => return Err(v.err(
+                "token.secret",
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_BYTES} are required (also check JWT_SECRET)",
+                    secret.len()
+                ),
+            )),
             Some(secret) => (secret.into_bytes(), false),
             None => {
                 warnings.push(
@@ -312,7 +323,10 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             "memory" => StoreSettings::Memory { users_file },
             "redis" => {
                 let url = raw.store.redis_url.clone().ok_or_else(|| {
-                    v.err("store.redis_url", "is required when store.backend = \"redis\" (or set REDIS_URL)")
+                    v.err(
+                        "store.redis_url",
+                        "is required when store.backend = \"redis\" (or set REDIS_URL)",
+                    )
                 })?;
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                     return Err(v.err("store.redis_url", format!("`{url}` is not a redis:// URL")));
@@ -323,7 +337,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 return Err(v.err(
                     "store.backend",
                     format!("`{other}` is not one of \"memory\", \"redis\""),
-                ))
+                ));
             }
         }
     };
@@ -354,7 +368,10 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         }
         for (j, s) in u.servers.iter().enumerate() {
             if !looks_like_host_port(s) {
-                return Err(v.err(format!("upstreams[{i}].servers[{j}]"), format!("`{s}` is not host:port")));
+                return Err(v.err(
+                    format!("upstreams[{i}].servers[{j}]"),
+                    format!("`{s}` is not host:port"),
+                ));
             }
         }
         if u.health_check_secs == 0 {
@@ -377,7 +394,10 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             return Err(v.err(key("prefix"), format!("`{}` is defined twice", r.prefix)));
         }
         if !upstreams.iter().any(|u| u.name == r.upstream) {
-            return Err(v.err(key("upstream"), format!("no upstream is named `{}`", r.upstream)));
+            return Err(v.err(
+                key("upstream"),
+                format!("no upstream is named `{}`", r.upstream),
+            ));
         }
         let auth = match r.auth.as_str() {
             "required" => AuthMode::Required,
@@ -387,14 +407,17 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 return Err(v.err(
                     key("auth"),
                     format!("`{other}` is not one of \"required\", \"optional\", \"none\""),
-                ))
+                ));
             }
         };
         let account_types = match r.account_types {
             None => None,
             Some(types) => {
                 if auth != AuthMode::Required {
-                    return Err(v.err(key("account_types"), "only applies to routes with auth = \"required\""));
+                    return Err(v.err(
+                        key("account_types"),
+                        "only applies to routes with auth = \"required\"",
+                    ));
                 }
                 if types.is_empty() {
                     return Err(v.err(key("account_types"), "must list at least one account type"));
@@ -402,14 +425,24 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 Some(
                     types
                         .iter()
-                        .map(|t| AccountType::parse(t).ok_or_else(|| v.err(key("account_types"), format!("`{t}` is not one of \"super\", \"admin\", \"user\""))))
+                        .map(|t| {
+                            AccountType::parse(t).ok_or_else(|| {
+                                v.err(
+                                    key("account_types"),
+                                    format!("`{t}` is not one of \"super\", \"admin\", \"user\""),
+                                )
+                            })
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 )
             }
         };
         let rate_limit_per_minute = match r.rate_limit_per_minute {
             None => None,
-            Some(n) => Some(NonZeroU32::new(n).ok_or_else(|| v.err(key("rate_limit_per_minute"), "must be at least 1"))?),
+            Some(n) => Some(
+                NonZeroU32::new(n)
+                    .ok_or_else(|| v.err(key("rate_limit_per_minute"), "must be at least 1"))?,
+            ),
         };
         routes.push(RouteSettings {
             prefix: r.prefix,
@@ -513,6 +546,9 @@ mod tests {
         let cfg = load("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\n").unwrap();
         assert_eq!(cfg.server.trusted_proxies.len(), 2);
         let err = load("[server]\ntrusted_proxies = [\"nonsense\"]\n").unwrap_err();
-        assert!(err.to_string().contains("server.trusted_proxies[0]"), "{err}");
+        assert!(
+            err.to_string().contains("server.trusted_proxies[0]"),
+            "{err}"
+        );
     }
 }

@@ -94,7 +94,9 @@ pub async fn handle(
 /// Parse a JSON body into `T`, turning every failure into a 400 that says what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::BadRequest("Request body must be a JSON object".into()));
+        return Err(GatewayError::BadRequest(
+            "Request body must be a JSON object".into(),
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
@@ -138,8 +140,14 @@ mod tests {
 
     #[test]
     fn classify_exact_paths() {
-        assert_eq!(Endpoint::classify("/api/auth/signin"), Some(Endpoint::Signin));
+        assert_eq!(
+            Endpoint::classify("/api/auth/signin"),
+            Some(Endpoint::Signin)
+        );
         assert_eq!(Endpoint::classify("/api/auth/signin/x"), None);
-        assert_eq!(Endpoint::classify("/api/user/refresh/profile"), Some(Endpoint::Refresh));
+        assert_eq!(
+            Endpoint::classify("/api/user/refresh/profile"),
+            Some(Endpoint::Refresh)
+        );
     }
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{parse_json, Reply, Request};
+use super::{Reply, Request, parse_json};
 use crate::auth::{check_password, start_session};
 use crate::error::GatewayError;
 use crate::live::Live;

@@ -26,7 +26,8 @@ impl Directory {
         }
         for user in &file.users {
             dir.ids_by_email.insert(user.email.clone(), user.id.clone());
-            dir.users_by_id.insert(user.id.clone(), Arc::new(user.clone()));
+            dir.users_by_id
+                .insert(user.id.clone(), Arc::new(user.clone()));
         }
         dir
     }
@@ -154,10 +155,16 @@ mod tests {
         let store = MemorySessions::default();
         store.create(session("a", "u", 100)).await.unwrap();
         assert!(store.get("a", 50).await.unwrap().is_some());
-        assert!(store.get("a", 100).await.unwrap().is_none(), "dead at expires_at");
+        assert!(
+            store.get("a", 100).await.unwrap().is_none(),
+            "dead at expires_at"
+        );
         assert!(store.extend("a", 200, 50).await.unwrap());
         assert!(store.get("a", 150).await.unwrap().is_some());
-        assert!(!store.extend("a", 500, 250).await.unwrap(), "a dead session is not revived");
+        assert!(
+            !store.extend("a", 500, 250).await.unwrap(),
+            "a dead session is not revived"
+        );
         assert!(store.revoke("a").await.unwrap());
         assert!(store.get("a", 10).await.unwrap().is_none());
     }

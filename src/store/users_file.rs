@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{normalize_email, Org, User};
+use crate::model::{Org, User, normalize_email};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,24 +57,39 @@ impl UsersFile {
         let mut org_ids = HashSet::new();
         for (i, org) in file.orgs.iter().enumerate() {
             if !org_ids.insert(org.id.as_str()) {
-                return Err(invalid(format!("orgs[{i}].id"), format!("`{}` is used twice", org.id)));
+                return Err(invalid(
+                    format!("orgs[{i}].id"),
+                    format!("`{}` is used twice", org.id),
+                ));
             }
         }
         let mut ids = HashSet::new();
         let mut emails = HashSet::new();
         for (i, user) in file.users.iter_mut().enumerate() {
             if !ids.insert(user.id.clone()) {
-                return Err(invalid(format!("users[{i}].id"), format!("`{}` is used twice", user.id)));
+                return Err(invalid(
+                    format!("users[{i}].id"),
+                    format!("`{}` is used twice", user.id),
+                ));
             }
             user.email = normalize_email(&user.email);
             if !user.email.contains('@') {
-                return Err(invalid(format!("users[{i}].email"), format!("`{}` is not an email address", user.email)));
+                return Err(invalid(
+                    format!("users[{i}].email"),
+                    format!("`{}` is not an email address", user.email),
+                ));
             }
             if !emails.insert(user.email.clone()) {
-                return Err(invalid(format!("users[{i}].email"), format!("`{}` is used twice", user.email)));
+                return Err(invalid(
+                    format!("users[{i}].email"),
+                    format!("`{}` is used twice", user.email),
+                ));
             }
             if !org_ids.contains(user.org.as_str()) {
-                return Err(invalid(format!("users[{i}].org"), format!("no org has id `{}`", user.org)));
+                return Err(invalid(
+                    format!("users[{i}].org"),
+                    format!("no org has id `{}`", user.org),
+                ));
             }
             if !crate::password::is_supported_hash(&user.password_hash) {
                 return Err(invalid(
@@ -154,6 +169,10 @@ org = "o1"
         f.save_atomic(&path).unwrap();
         let again = UsersFile::load(&path).unwrap();
         assert_eq!(again.users[0].id, "u1");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

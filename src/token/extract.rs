@@ -109,9 +109,15 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_others_are_skipped() {
-        assert_eq!(found(&req("/", &[("authorization", "bearer t")])), Some((Location::Bearer, "t".into())));
+        assert_eq!(
+            found(&req("/", &[("authorization", "bearer t")])),
+            Some((Location::Bearer, "t".into()))
+        );
         assert_eq!(found(&req("/", &[("authorization", "Basic dTpw")])), None);
-        assert_eq!(found(&req("/?token=q", &[("authorization", "Basic dTpw")])), Some((Location::Query, "q".into())));
+        assert_eq!(
+            found(&req("/?token=q", &[("authorization", "Basic dTpw")])),
+            Some((Location::Query, "q".into()))
+        );
         assert_eq!(found(&req("/", &[("authorization", "Bearertoken")])), None);
     }
 

@@ -108,8 +108,13 @@ mod tests {
 
     #[test]
     fn other_key_is_bad_signature() {
-        let token = JwtKeys::new(b"another-secret-another-secret-xx").issue(&claims(2_000)).unwrap();
-        assert_eq!(JwtKeys::new(SECRET).verify(&token, 1_500), Err(GatewayError::InvalidSignature));
+        let token = JwtKeys::new(b"another-secret-another-secret-xx")
+            .issue(&claims(2_000))
+            .unwrap();
+        assert_eq!(
+            JwtKeys::new(SECRET).verify(&token, 1_500),
+            Err(GatewayError::InvalidSignature)
+        );
     }
 
     #[test]
@@ -121,7 +126,10 @@ mod tests {
         forged.account_type = AccountType::Super;
         let payload = b64(&serde_json::to_string(&forged).unwrap());
         let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
-        assert_eq!(keys.verify(&tampered, 1_500), Err(GatewayError::InvalidSignature));
+        assert_eq!(
+            keys.verify(&tampered, 1_500),
+            Err(GatewayError::InvalidSignature)
+        );
     }
 
     #[test]
@@ -129,9 +137,18 @@ mod tests {
         let keys = JwtKeys::new(SECRET);
         let header = b64(r#"{"alg":"none","typ":"JWT"}"#);
         let payload = b64(&serde_json::to_string(&claims(2_000)).unwrap());
-        for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+        for token in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
             let err = keys.verify(&token, 1_500).unwrap_err();
-            assert!(matches!(err, GatewayError::MalformedToken | GatewayError::InvalidAlgorithm), "{err:?}");
+            assert!(
+                matches!(
+                    err,
+                    GatewayError::MalformedToken | GatewayError::InvalidAlgorithm
+                ),
+                "{err:?}"
+            );
         }
     }
 
@@ -143,7 +160,10 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(JwtKeys::new(SECRET).verify(&token, 1_500), Err(GatewayError::InvalidAlgorithm));
+        assert_eq!(
+            JwtKeys::new(SECRET).verify(&token, 1_500),
+            Err(GatewayError::InvalidAlgorithm)
+        );
     }
 
     #[test]

@@ -3,5 +3,5 @@
 pub mod extract;
 pub mod jwt;
 
-pub use extract::{body_token, header_or_query_token, Location};
+pub use extract::{Location, body_token, header_or_query_token};
 pub use jwt::{Claims, JwtKeys};

@@ -73,7 +73,9 @@ impl Upstream {
             let record = Arc::clone(&record);
             async move {
                 let (parts, body) = req.into_parts();
-                let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                let body: Bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
                 record.lock().unwrap().push(Seen {
                     method: parts.method.to_string(),
                     uri: parts.uri.to_string(),
@@ -104,7 +106,9 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.requests().pop().expect("the upstream received no request")
+        self.requests()
+            .pop()
+            .expect("the upstream received no request")
     }
 
     pub fn count(&self) -> usize {
@@ -172,8 +176,11 @@ impl Gateway {
     pub fn start(upstream: &Upstream, opts: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let users_path = dir.path().join("users.toml");
-        std::fs::write(&users_path, opts.users_toml.clone().unwrap_or_else(sample_users))
-            .expect("write users");
+        std::fs::write(
+            &users_path,
+            opts.users_toml.clone().unwrap_or_else(sample_users),
+        )
+        .expect("write users");
         let port = free_port();
         let admin_port = free_port();
         let routes = opts.routes.clone().unwrap_or_else(|| {

@@ -1,0 +1,113 @@
+//! Operators map path prefixes to upstreams and choose who may use each route.
+
+mod common;
+
+use common::*;
+
+const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+    [[routes]]\nprefix = \"/admin\"\nupstream = \"app\"\naccount_types = [\"admin\", \"super\"]\n\
+    [[routes]]\nprefix = \"/open\"\nupstream = \"app\"\nauth = \"none\"\n\
+    [[routes]]\nprefix = \"/maybe\"\nupstream = \"app\"\nauth = \"optional\"\n";
+
+async fn get(url: String, token: Option<&str>) -> Answer {
+    let mut req = client().get(url);
+    if let Some(t) = token {
+        req = req.header("x-access-token", t);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn account_types_restrict_a_route() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(ROUTES.into()),
+            ..Options::default()
+        },
+    );
+    let token = signin(&gw).await;
+    let a = get(gw.url("/admin/users"), Some(&token)).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(a.json["error"], "Forbidden");
+    assert!(a.json["message"].is_string());
+    assert_eq!(up.count(), 0);
+    // "/administrator" is not under "/admin": segment-wise prefix matching.
+    assert_eq!(
+        get(gw.url("/administrator"), Some(&token)).await.status,
+        200
+    );
+    assert_eq!(get(gw.url("/admin/users"), None).await.status, 401);
+}
+
+#[tokio::test]
+async fn optional_and_open_routes() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(ROUTES.into()),
+            ..Options::default()
+        },
+    );
+    let token = signin(&gw).await;
+
+    let a = get(gw.url("/maybe/x"), None).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        up.last().header("x-user-id").is_none(),
+        "anonymous on an optional route"
+    );
+    let a = get(gw.url("/maybe/x"), Some(&token)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.last().header("x-user-id").as_deref(), Some(USER_ID));
+    // A token that is present must be valid, even where one is optional.
+    let a = get(gw.url("/maybe/x"), Some("garbage")).await;
+    assert_error(&a, 401, "Invalid token", "jwt malformed");
+
+    // auth = "none": tokens are not looked at, identity is never added.
+    let a = get(gw.url("/open/x"), Some("garbage")).await;
+    assert_eq!(a.status, 200);
+    let a = get(gw.url("/open/x"), Some(&token)).await;
+    assert_eq!(a.status, 200);
+    assert!(up.last().header("x-user-id").is_none());
+}
+
+#[tokio::test]
+async fn requests_keep_their_method_path_query_and_headers() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let token = signin(&gw).await;
+    let r = client()
+        .delete(gw.url("/api/cases/42?force=true&x=%20y"))
+        .header("x-access-token", &token)
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.method, "DELETE");
+    assert_eq!(seen.uri, "/api/cases/42?force=true&x=%20y");
+    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn admin_listener_answers_healthz() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let a = read(
+        client()
+            .get(format!("http://{}/healthz", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json["status"], "ok");
+    // The admin paths are not on the public port.
+    assert_eq!(get(gw.url("/healthz"), None).await.status, 401);
+}
