@@ -1,27 +1,47 @@
-//! The admin listener: health for orchestrators, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, kept off the public port.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-pub struct Admin;
+use serde_json::json;
+
+use crate::store::StoreHealth;
+
+pub struct Admin {
+    pub health: Arc<dyn StoreHealth>,
+}
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, body) = match session.req_header().uri.path() {
-            "/healthz" => (StatusCode::OK, r#"{"status":"ok"}"#),
+            // Alive: the process answers. Restarting it would not fix a store outage.
+            "/healthz" => (StatusCode::OK, json!({"status": "ok"})),
+            // Ready: the store answers too, so requests can be authenticated.
+            "/readyz" => match self.health.check().await {
+                Ok(()) => (
+                    StatusCode::OK,
+                    json!({"status": "ready", "store": self.health.backend(), "storeStatus": "up"}),
+                ),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "unavailable", "store": self.health.backend(), "storeStatus": "down", "message": e.to_string()}),
+                ),
+            },
             _ => (
                 StatusCode::NOT_FOUND,
-                r#"{"error":"Not Found","message":"Unknown admin path"}"#,
+                json!({"error": "Not Found", "message": "Unknown admin path"}),
             ),
         };
-        json(status, body.as_bytes().to_vec())
+        json_response(status, body.to_string().into_bytes())
     }
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -29,10 +29,9 @@ pub async fn authenticate(
     let claims = live.keys.verify(token, now)?;
     let session = gw
         .sessions
-        .get(&claims.session_id, now)
-        .await?
-        .ok_or(GatewayError::SessionExpired)?;
-    if session.user_id != claims.user_id {
+        .get(&claims.user_id, &claims.session_id, now)
+        .await?;
+    if session.is_none() {
         return Err(GatewayError::SessionExpired);
     }
     let user = gw

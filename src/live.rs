@@ -1,7 +1,10 @@
 //! The live configuration: everything a reload replaces in one atomic `ArcSwap` store.
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::ratelimit::IpLimiter;
+use crate::ratelimit::RateLimiter;
+use crate::store::LimitStore;
 use crate::token::JwtKeys;
 use crate::upstream::Router;
 
@@ -11,15 +14,15 @@ pub struct Live {
     pub router: Router,
     /// Shared by every credential endpoint (signin, login, register, MFA verify, SSO callback,
     /// change-password), keyed by client IP.
-    pub auth_limiter: IpLimiter,
+    pub auth_limiter: RateLimiter,
 }
 
 impl Live {
-    pub fn build(config: Config) -> std::io::Result<Live> {
+    pub fn build(config: Config, limits: Option<Arc<dyn LimitStore>>) -> std::io::Result<Live> {
         Ok(Live {
             keys: JwtKeys::new(&config.token.secret),
-            router: Router::build(&config)?,
-            auth_limiter: IpLimiter::per_minute(config.rate_limit.auth_per_minute),
+            router: Router::build(&config, limits.clone())?,
+            auth_limiter: RateLimiter::new("auth", config.rate_limit.auth_per_minute, limits),
             config,
         })
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use authgate::config::{Config, process_env};
+use authgate::config::{Backend, Config, process_env};
+use authgate::store::redis::RedisStore;
 use authgate::store::users_file::UsersFile;
 
 #[derive(Parser)]
@@ -29,6 +30,17 @@ enum Command {
     CheckConfig,
     /// Read a password on stdin and print its argon2id hash, for the users file.
     HashPassword,
+    /// Manage users in the configured store.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Load `store.users_file` into Redis: organizations, users and the email index.
+    Import,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +50,9 @@ fn main() -> ExitCode {
         None => run(cli.config.as_deref()),
         Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Users {
+            command: UsersCommand::Import,
+        }) => import_users(cli.config.as_deref()),
     }
 }
 
@@ -54,7 +69,10 @@ fn config_path(given: Option<&Path>) -> Option<PathBuf> {
 fn load(given: Option<&Path>) -> Result<Config, String> {
     let path = config_path(given);
     let config = Config::load(path.as_deref(), &process_env).map_err(|e| e.to_string())?;
-    UsersFile::load(config.store.users_file()).map_err(|e| e.to_string())?;
+    // The memory store serves from the users file; with Redis it is only an import source.
+    if matches!(config.store.backend, Backend::Memory) || config.store.users_file.exists() {
+        UsersFile::load(&config.store.users_file).map_err(|e| e.to_string())?;
+    }
     Ok(config)
 }
 
@@ -90,6 +108,31 @@ fn check_config(given: Option<&Path>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn import_users(given: Option<&Path>) -> ExitCode {
+    let result = load(given).and_then(|config| {
+        let Backend::Redis(settings) = &config.store.backend else {
+            return Err("`users import` needs store.backend = \"redis\" (the memory store reads the users file directly)".into());
+        };
+        let file = UsersFile::load(&config.store.users_file).map_err(|e| e.to_string())?;
+        let store = RedisStore::connect(settings).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(store.import(&file)).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok((users, orgs)) => {
+            println!("imported {users} users and {orgs} organizations");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authgate: {e}");
+            ExitCode::FAILURE
         }
     }
 }

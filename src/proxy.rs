@@ -213,7 +213,7 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         if endpoint.is_credential() {
-            live.auth_limiter.check(client)?;
+            live.auth_limiter.check(client).await?;
         }
         let body = read_body(session, live.config.server.max_body_bytes).await?;
         let now = unix_now();
@@ -250,7 +250,7 @@ impl Gateway {
         ctx.route = Some(index);
         let route = live.router.route(index).ok_or(GatewayError::NotFound)?;
         if let Some(limiter) = &route.limiter {
-            limiter.check(ctx.client_ip)?;
+            limiter.check(ctx.client_ip).await?;
         }
         if route.auth == AuthMode::None {
             return Ok(());

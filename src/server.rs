@@ -14,21 +14,24 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::auth::unix_now;
-use crate::config::{Config, StoreSettings};
+use crate::config::{Backend, Config};
 use crate::live::Live;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
-use crate::store::SessionStore;
-use crate::store::memory::{MemorySessions, MemoryUsers};
+use crate::store::memory::{AlwaysReady, MemorySessions, MemoryUsers};
+use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
+use crate::store::{SessionStore, Stores};
 
 /// Build every service from `config` and serve until a shutdown signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (gateway, sessions) = build_gateway(config.clone())?;
+    let stores = build_stores(&config)?;
+    let gateway = build_gateway(config.clone(), &stores)?;
     let live = Arc::clone(&gateway.live);
+    let sessions = Arc::clone(&stores.sessions);
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -36,7 +39,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&config.server.listen.to_string());
 
-    let mut admin = Service::new("authgate admin".to_string(), Admin);
+    let mut admin = Service::new(
+        "authgate admin".to_string(),
+        Admin {
+            health: Arc::clone(&stores.health),
+        },
+    );
     admin.add_tcp(&config.admin.listen.to_string());
 
     let upkeep = background_service("authgate upkeep", Upkeep { live, sessions });
@@ -71,27 +79,39 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-pub fn build_gateway(config: Config) -> anyhow::Result<(Gateway, Arc<dyn SessionStore>)> {
-    let users_path = config.store.users_file().to_path_buf();
-    let users_file = UsersFile::load(&users_path)?;
-    let passwords = Arc::new(Passwords::new(config.password.max_concurrent_hashes));
-    let (users, sessions): (Arc<MemoryUsers>, Arc<dyn SessionStore>) = match &config.store {
-        StoreSettings::Memory { .. } => (
-            Arc::new(MemoryUsers::new(&users_file)),
-            Arc::new(MemorySessions::default()),
-        ),
-        StoreSettings::Redis { .. } => {
-            anyhow::bail!("store.backend = \"redis\" is not available in this build yet")
+/// Open the configured backend. Called before any runtime exists.
+pub fn build_stores(config: &Config) -> anyhow::Result<Stores> {
+    Ok(match &config.store.backend {
+        Backend::Memory => {
+            let users_file = UsersFile::load(&config.store.users_file)?;
+            Stores {
+                users: Arc::new(MemoryUsers::new(&users_file)),
+                sessions: Arc::new(MemorySessions::default()),
+                limits: None,
+                health: Arc::new(AlwaysReady),
+            }
         }
-    };
-    let live = Live::build(config).context("cannot set up upstreams")?;
-    let gateway = Gateway {
+        Backend::Redis(settings) => {
+            let redis = RedisStore::connect(settings)?;
+            Stores {
+                users: Arc::new(redis.clone()),
+                sessions: Arc::new(redis.clone()),
+                limits: Some(Arc::new(redis.clone())),
+                health: Arc::new(redis),
+            }
+        }
+    })
+}
+
+pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway> {
+    let passwords = Arc::new(Passwords::new(config.password.max_concurrent_hashes));
+    let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
+    Ok(Gateway {
         live: Arc::new(ArcSwap::from_pointee(live)),
-        users,
-        sessions: Arc::clone(&sessions),
+        users: Arc::clone(&stores.users),
+        sessions: Arc::clone(&stores.sessions),
         passwords,
-    };
-    Ok((gateway, sessions))
+    })
 }
 
 /// Periodic chores: upstream health checks, and forgetting dead sessions and idle limiter keys.

@@ -11,7 +11,8 @@ use pingora::lb::{LoadBalancer, health_check::TcpHealthCheck};
 
 use crate::config::{AuthMode, Config, RouteSettings, UpstreamSettings};
 use crate::model::AccountType;
-use crate::ratelimit::IpLimiter;
+use crate::ratelimit::RateLimiter;
+use crate::store::LimitStore;
 use crate::token::Claims;
 
 /// Headers that carry the caller's identity to the upstream. Whatever a client sends under
@@ -48,7 +49,7 @@ pub struct Route {
     pub prefix: String,
     pub auth: AuthMode,
     pub account_types: Option<Vec<AccountType>>,
-    pub limiter: Option<IpLimiter>,
+    pub limiter: Option<RateLimiter>,
     pub upstream: Arc<Upstream>,
 }
 
@@ -75,7 +76,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn build(config: &Config) -> std::io::Result<Router> {
+    pub fn build(config: &Config, limits: Option<Arc<dyn LimitStore>>) -> std::io::Result<Router> {
         let mut by_name: HashMap<&str, Arc<Upstream>> = HashMap::new();
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
@@ -91,7 +92,9 @@ impl Router {
                     prefix: r.prefix.clone(),
                     auth: r.auth,
                     account_types: r.account_types.clone(),
-                    limiter: r.rate_limit_per_minute.map(IpLimiter::per_minute),
+                    limiter: r.rate_limit_per_minute.map(|n| {
+                        RateLimiter::new(&format!("route:{}", r.prefix), n, limits.clone())
+                    }),
                     upstream: Arc::clone(by_name.get(r.upstream.as_str())?),
                 })
             })
@@ -163,7 +166,7 @@ mod tests {
         let cfg = config(
             "[[routes]]\nprefix = \"/\"\nupstream = \"a\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"a\"\nauth = \"none\"\n[[routes]]\nprefix = \"/api/admin/\"\nupstream = \"a\"\n",
         );
-        let router = Router::build(&cfg).unwrap();
+        let router = Router::build(&cfg, None).unwrap();
         let prefix = |p: &str| {
             router
                 .route(router.route_index(p).unwrap())
@@ -181,7 +184,7 @@ mod tests {
     #[test]
     fn no_route_for_unmatched_path() {
         let cfg = config("[[routes]]\nprefix = \"/only\"\nupstream = \"a\"\n");
-        let router = Router::build(&cfg).unwrap();
+        let router = Router::build(&cfg, None).unwrap();
         assert!(router.route_index("/other").is_none());
     }
 

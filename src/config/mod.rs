@@ -98,19 +98,29 @@ impl std::fmt::Debug for TokenSettings {
 }
 
 #[derive(Debug, Clone)]
-pub enum StoreSettings {
-    Memory { users_file: PathBuf },
-    Redis { url: String, users_file: PathBuf },
+pub struct StoreSettings {
+    pub backend: Backend,
+    /// The memory store's users file, and what `authgate users import` loads into Redis.
+    pub users_file: PathBuf,
 }
 
-impl StoreSettings {
-    pub fn users_file(&self) -> &Path {
-        match self {
-            StoreSettings::Memory { users_file } | StoreSettings::Redis { users_file, .. } => {
-                users_file
-            }
-        }
-    }
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Memory,
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// One URL for a single server; several for the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for any Redis answer before the request gets 503.
+    pub timeout: Duration,
+    /// How long a session read from Redis may be reused locally; revocations still reach every
+    /// instance at once through pub/sub.
+    pub session_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -201,7 +211,12 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
         raw.token.validity_secs = validity.trim().parse().unwrap_or(0);
     }
     if let Some(url) = env("REDIS_URL") {
-        raw.store.redis_url = Some(url);
+        let urls: Vec<String> = url
+            .split([',', ' '])
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        raw.store.redis_url = Some(raw::RedisUrls::Many(urls));
     }
 }
 
@@ -315,30 +330,24 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     };
 
     let store = {
-        let users_file = PathBuf::from(&raw.store.users_file);
-        if raw.store.users_file.trim().is_empty() {
+        let s = &raw.store;
+        let users_file = PathBuf::from(&s.users_file);
+        if s.users_file.trim().is_empty() {
             return Err(v.err("store.users_file", "must not be empty"));
         }
-        match raw.store.backend.as_str() {
-            "memory" => StoreSettings::Memory { users_file },
-            "redis" => {
-                let url = raw.store.redis_url.clone().ok_or_else(|| {
-                    v.err(
-                        "store.redis_url",
-                        "is required when store.backend = \"redis\" (or set REDIS_URL)",
-                    )
-                })?;
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(v.err("store.redis_url", format!("`{url}` is not a redis:// URL")));
-                }
-                StoreSettings::Redis { url, users_file }
-            }
+        let backend = match s.backend.as_str() {
+            "memory" => Backend::Memory,
+            "redis" => Backend::Redis(redis_settings(&v, s)?),
             other => {
                 return Err(v.err(
                     "store.backend",
                     format!("`{other}` is not one of \"memory\", \"redis\""),
                 ));
             }
+        };
+        StoreSettings {
+            backend,
+            users_file,
         }
     };
 
@@ -466,6 +475,40 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     })
 }
 
+fn redis_settings(v: &Validator<'_>, s: &raw::RawStore) -> Result<RedisSettings, ConfigError> {
+    let urls = match s.redis_url.clone() {
+        Some(raw::RedisUrls::One(u)) => vec![u],
+        Some(raw::RedisUrls::Many(us)) => us,
+        None => Vec::new(),
+    };
+    if urls.is_empty() {
+        return Err(v.err(
+            "store.redis_url",
+            "is required when store.backend = \"redis\" (or set REDIS_URL)",
+        ));
+    }
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(v.err("store.redis_url", format!("`{url}` is not a redis:// URL")));
+        }
+    }
+    if s.redis_key_prefix.contains(['{', '}']) {
+        return Err(v.err(
+            "store.redis_key_prefix",
+            "must not contain { or } (they choose Redis Cluster slots)",
+        ));
+    }
+    if s.redis_timeout_ms == 0 {
+        return Err(v.err("store.redis_timeout_ms", "must be at least 1"));
+    }
+    Ok(RedisSettings {
+        urls,
+        key_prefix: s.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(s.redis_timeout_ms),
+        session_cache: Duration::from_secs(s.session_cache_secs),
+    })
+}
+
 fn parse_cidr(s: &str) -> Option<IpNet> {
     let s = s.trim();
     s.parse::<IpNet>()
@@ -499,7 +542,7 @@ mod tests {
         assert_eq!(cfg.admin.listen.port(), 9090);
         assert_eq!(cfg.token.validity, Duration::from_secs(21_600));
         assert!(cfg.token.secret_generated);
-        assert!(matches!(cfg.store, StoreSettings::Memory { .. }));
+        assert!(matches!(cfg.store.backend, Backend::Memory));
         assert_eq!(cfg.rate_limit.auth_per_minute.get(), 10);
     }
 
@@ -533,6 +576,25 @@ mod tests {
         assert_eq!(cfg.token.validity, Duration::from_secs(60));
         assert_eq!(cfg.token.secret, "x".repeat(40).into_bytes());
         assert!(!cfg.token.secret_generated);
+    }
+
+    #[test]
+    fn redis_urls_from_file_or_env() {
+        let cfg = load("[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n")
+            .unwrap();
+        let Backend::Redis(r) = cfg.store.backend else {
+            panic!()
+        };
+        assert_eq!(r.urls, vec!["redis://127.0.0.1:6379/0"]);
+        assert_eq!(r.timeout, Duration::from_millis(500));
+        let env = |k: &str| (k == "REDIS_URL").then(|| "redis://a:1,redis://b:2".to_string());
+        let cfg = Config::from_toml("[store]\nbackend = \"redis\"\n", "t", &env).unwrap();
+        let Backend::Redis(r) = cfg.store.backend else {
+            panic!()
+        };
+        assert_eq!(r.urls, vec!["redis://a:1", "redis://b:2"]);
+        let err = load("[store]\nbackend = \"redis\"\n").unwrap_err();
+        assert!(err.to_string().contains("store.redis_url"), "{err}");
     }
 
     #[test]

@@ -81,8 +81,19 @@ impl Default for RawToken {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub backend: String,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrls>,
     pub users_file: String,
+    pub redis_key_prefix: String,
+    pub redis_timeout_ms: u64,
+    pub session_cache_secs: u64,
+}
+
+/// One URL, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RedisUrls {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl Default for RawStore {
@@ -91,6 +102,9 @@ impl Default for RawStore {
             backend: "memory".into(),
             redis_url: None,
             users_file: "conf/users.toml".into(),
+            redis_key_prefix: "authgate:".into(),
+            redis_timeout_ms: 500,
+            session_cache_secs: 30,
         }
     }
 }

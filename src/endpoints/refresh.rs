@@ -14,7 +14,11 @@ pub async fn refresh(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Repl
     let session_id = &caller.claims.session_id;
     let expires_at = req.now.saturating_add(live.validity_secs());
     // The session slides with the token: both end a full lifetime from now.
-    if !gw.sessions.extend(session_id, expires_at, req.now).await? {
+    if !gw
+        .sessions
+        .extend(&caller.user.id, session_id, expires_at, req.now)
+        .await?
+    {
         return Err(GatewayError::SessionExpired);
     }
     let token = issue_token(live, &caller.user, session_id, req.now)?;

@@ -8,7 +8,11 @@ use crate::proxy::Gateway;
 
 pub async fn signout(gw: &Gateway, req: Request<'_>) -> Result<Reply, GatewayError> {
     let caller = req.caller()?;
-    if !gw.sessions.revoke(&caller.claims.session_id).await? {
+    if !gw
+        .sessions
+        .revoke(&caller.user.id, &caller.claims.session_id)
+        .await?
+    {
         return Err(GatewayError::SessionExpired);
     }
     tracing::info!(user = %caller.user.id, "signout");

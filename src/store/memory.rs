@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 
 use super::users_file::UsersFile;
-use super::{SessionStore, StoreError, UserStore};
+use super::{SessionStore, StoreError, StoreHealth, UserStore};
 use crate::model::{Org, Session, User};
 
 /// Users and organizations, indexed for the lookups the request path makes.
@@ -103,17 +103,23 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
-    async fn get(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+    async fn get(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         Ok(self
             .sessions
             .get(id)
-            .filter(|s| s.is_live(now))
+            .filter(|s| s.is_live(now) && s.user_id == user_id)
             .map(|s| s.clone()))
     }
 
-    async fn extend(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+    async fn extend(
+        &self,
+        user_id: &str,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         Ok(match self.sessions.get_mut(id) {
-            Some(mut s) if s.is_live(now) => {
+            Some(mut s) if s.is_live(now) && s.user_id == user_id => {
                 s.expires_at = expires_at;
                 true
             }
@@ -121,8 +127,11 @@ impl SessionStore for MemorySessions {
         })
     }
 
-    async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.sessions.remove(id).is_some())
+    async fn revoke(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .sessions
+            .remove_if(id, |_, s| s.user_id == user_id)
+            .is_some())
     }
 
     async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
@@ -134,6 +143,20 @@ impl SessionStore for MemorySessions {
 
     async fn sweep(&self, now: i64) {
         self.sessions.retain(|_, s| s.is_live(now));
+    }
+}
+
+/// The memory backend is always ready.
+pub struct AlwaysReady;
+
+#[async_trait]
+impl StoreHealth for AlwaysReady {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -154,19 +177,27 @@ mod tests {
     async fn session_lifecycle() {
         let store = MemorySessions::default();
         store.create(session("a", "u", 100)).await.unwrap();
-        assert!(store.get("a", 50).await.unwrap().is_some());
+        assert!(store.get("u", "a", 50).await.unwrap().is_some());
         assert!(
-            store.get("a", 100).await.unwrap().is_none(),
+            store.get("v", "a", 50).await.unwrap().is_none(),
+            "owner must match"
+        );
+        assert!(
+            store.get("u", "a", 100).await.unwrap().is_none(),
             "dead at expires_at"
         );
-        assert!(store.extend("a", 200, 50).await.unwrap());
-        assert!(store.get("a", 150).await.unwrap().is_some());
+        assert!(store.extend("u", "a", 200, 50).await.unwrap());
+        assert!(store.get("u", "a", 150).await.unwrap().is_some());
         assert!(
-            !store.extend("a", 500, 250).await.unwrap(),
+            !store.extend("u", "a", 500, 250).await.unwrap(),
             "a dead session is not revived"
         );
-        assert!(store.revoke("a").await.unwrap());
-        assert!(store.get("a", 10).await.unwrap().is_none());
+        assert!(
+            !store.revoke("v", "a").await.unwrap(),
+            "only the owner's session is revoked"
+        );
+        assert!(store.revoke("u", "a").await.unwrap());
+        assert!(store.get("u", "a", 10).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -176,9 +207,9 @@ mod tests {
             store.create(session(id, user, 100)).await.unwrap();
         }
         assert_eq!(store.revoke_user("u", Some("b")).await.unwrap(), 1);
-        assert!(store.get("a", 0).await.unwrap().is_none());
-        assert!(store.get("b", 0).await.unwrap().is_some());
-        assert!(store.get("c", 0).await.unwrap().is_some());
+        assert!(store.get("u", "a", 0).await.unwrap().is_none());
+        assert!(store.get("u", "b", 0).await.unwrap().is_some());
+        assert!(store.get("v", "c", 0).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -1,9 +1,13 @@
-//! Storage seams: users and organizations, sessions. Memory first; other backends plug in here.
+//! Storage seams: users and organizations, sessions, rate-limit counters. Memory first; Redis
+//! shares all of them between gateway instances.
 
 pub mod memory;
+pub mod redis;
 pub mod users_file;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -24,18 +28,49 @@ pub trait UserStore: Send + Sync {
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError>;
 }
 
-/// Server-side sessions. A session that is absent or past `expires_at` is dead.
+/// Server-side sessions, always addressed by owner and id (both are in the token). A session
+/// that is absent or past `expires_at` is dead.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn create(&self, session: Session) -> Result<(), StoreError>;
     /// The session if it exists and is live at `now`.
-    async fn get(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
+    async fn get(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
     /// Move a live session's expiry; false when the session is already dead.
-    async fn extend(&self, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+    async fn extend(
+        &self,
+        user_id: &str,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Revoke one session; false when there was nothing to revoke.
-    async fn revoke(&self, id: &str) -> Result<bool, StoreError>;
+    async fn revoke(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
     /// Revoke every session of a user but `keep`; returns how many went.
     async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError>;
-    /// Forget dead sessions; called periodically.
+    /// Forget dead sessions; called periodically (a no-op where the backend expires keys).
     async fn sweep(&self, now: i64);
+}
+
+/// Counters shared by every gateway instance: one hit on `key`, allowed `per_minute` times a
+/// minute. `Ok(None)` lets the request through; `Ok(Some(wait))` refuses it for `wait`.
+#[async_trait]
+pub trait LimitStore: Send + Sync {
+    async fn hit(&self, key: &str, per_minute: NonZeroU32) -> Result<Option<Duration>, StoreError>;
+}
+
+/// Whether the backend can serve requests right now, for `/readyz`.
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    fn backend(&self) -> &'static str;
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// Everything the gateway needs from its storage backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// `None` when limits are kept in process only.
+    pub limits: Option<Arc<dyn LimitStore>>,
+    pub health: Arc<dyn StoreHealth>,
 }

@@ -135,6 +135,8 @@ pub struct Options {
     pub server_section: String,
     pub rate_limit_section: String,
     pub users_toml: Option<String>,
+    /// Replaces the default memory `[store]` table; `USERS` is replaced by the users file path.
+    pub store_section: Option<String>,
 }
 
 impl Default for Options {
@@ -147,6 +149,7 @@ impl Default for Options {
             server_section: String::new(),
             rate_limit_section: String::new(),
             users_toml: None,
+            store_section: None,
         }
     }
 }
@@ -201,8 +204,21 @@ impl Gateway {
             up = upstream.addr,
             extra = opts.extra_toml,
         );
+        let config = match &opts.store_section {
+            Some(store) => config.replace(
+                &format!(
+                    "[store]\nbackend = \"memory\"\nusers_file = \"{}\"\n",
+                    users_path.display()
+                ),
+                &store.replace("USERS", &users_path.display().to_string()),
+            ),
+            None => config,
+        };
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, &config).expect("write config");
+        if opts.store_section.is_some() {
+            import_users(&config_path);
+        }
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
         let mut cmd = Command::new(bin());
         cmd.arg("--config")
@@ -345,4 +361,185 @@ pub fn map<const N: usize>(pairs: [(&str, &str); N]) -> HashMap<String, String> 
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// `authgate users import` for a configuration.
+pub fn import_users(config_path: &Path) {
+    let out = Command::new(bin())
+        .args(["users", "import", "--config"])
+        .arg(config_path)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run users import");
+    assert!(
+        out.status.success(),
+        "users import failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real `redis-server` on a free loopback port, with its own directory so it can be killed
+/// and restarted with its data.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    cluster: bool,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    pub fn start_with(cluster: bool) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            cluster,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "local"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "2000"]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server must be installed"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.try_cmd(&["PING"]).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Save the data, then SIGKILL the server.
+    pub fn kill(&mut self) {
+        let _ = self.try_cmd(&["SAVE"]);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port, with the data saved at `kill`.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn try_cmd(&self, args: &[&str]) -> Option<redis::Value> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn).ok()
+    }
+
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let value = self
+            .try_cmd(args)
+            .unwrap_or_else(|| panic!("redis {args:?} failed"));
+        redis::from_redis_value(value).expect("redis reply type")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three masters, slots spread by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        'wait: while Instant::now() < deadline {
+            for node in &nodes {
+                let info: String = node
+                    .try_cmd(&["CLUSTER", "INFO"])
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or_default();
+                if !info.contains("cluster_state:ok") {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'wait;
+                }
+            }
+            return RedisCluster { nodes };
+        }
+        panic!("cluster did not become ready");
+    }
+
+    pub fn urls_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Every key on every node matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.query::<Vec<String>>(&["KEYS", pattern]))
+            .collect()
+    }
+}
+
+pub fn redis_store(url_toml: &str, extra: &str) -> String {
+    format!(
+        "[store]\nbackend = \"redis\"\nredis_url = {url_toml}\nusers_file = \"USERS\"\nredis_key_prefix = \"ag:\"\n{extra}"
+    )
 }
