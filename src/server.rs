@@ -93,6 +93,9 @@ pub fn build_stores(config: &Config) -> anyhow::Result<Stores> {
         }
         Backend::Redis(settings) => {
             let redis = RedisStore::connect(settings)?;
+            if settings.seed_users && config.store.users_file.exists() {
+                seed(&redis, &config.store.users_file);
+            }
             Stores {
                 users: Arc::new(redis.clone()),
                 sessions: Arc::new(redis.clone()),
@@ -101,6 +104,24 @@ pub fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             }
         }
     })
+}
+
+/// Give a new Redis the users of the users file, so a fresh deployment can sign in at once.
+fn seed(redis: &RedisStore, path: &std::path::Path) {
+    let outcome = UsersFile::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(redis.seed(&file)).map_err(|e| e.to_string())
+        });
+    match outcome {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("added {n} users from {} to redis", path.display()),
+        Err(e) => tracing::warn!("could not seed redis from {}: {e}", path.display()),
+    }
 }
 
 pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway> {

@@ -441,3 +441,20 @@ async fn a_redis_cluster_works_the_same() {
     );
     assert_eq!(statuses[10], 429);
 }
+
+#[tokio::test]
+async fn a_fresh_redis_is_seeded_from_the_users_file() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let opts = Options {
+        skip_import: true,
+        ..redis_opts(&format!("\"{}\"", redis.url()), "")
+    };
+    let gw = Gateway::start(&up, opts);
+    let token = signin(&gw).await;
+    assert_eq!(get(&gw, &token).await.status, 200);
+    assert_eq!(
+        redis.query::<String>(&["GET", &format!("ag:{{users}}:email:{EMAIL}")]),
+        USER_ID
+    );
+}

@@ -121,6 +121,8 @@ pub struct RedisSettings {
     /// How long a session read from Redis may be reused locally; revocations still reach every
     /// instance at once through pub/sub.
     pub session_cache: Duration,
+    /// At start, add users from the users file that Redis does not have yet.
+    pub seed_users: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -506,6 +508,7 @@ fn redis_settings(v: &Validator<'_>, s: &raw::RawStore) -> Result<RedisSettings,
         key_prefix: s.redis_key_prefix.clone(),
         timeout: Duration::from_millis(s.redis_timeout_ms),
         session_cache: Duration::from_secs(s.session_cache_secs),
+        seed_users: s.seed_users,
     })
 }
 

@@ -86,6 +86,7 @@ pub struct RawStore {
     pub redis_key_prefix: String,
     pub redis_timeout_ms: u64,
     pub session_cache_secs: u64,
+    pub seed_users: bool,
 }
 
 /// One URL, or the seed nodes of a Redis Cluster.
@@ -105,6 +106,7 @@ impl Default for RawStore {
             redis_key_prefix: "authgate:".into(),
             redis_timeout_ms: 500,
             session_cache_secs: 30,
+            seed_users: true,
         }
     }
 }

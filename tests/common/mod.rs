@@ -137,6 +137,8 @@ pub struct Options {
     pub users_toml: Option<String>,
     /// Replaces the default memory `[store]` table; `USERS` is replaced by the users file path.
     pub store_section: Option<String>,
+    /// With a Redis store, do not run `users import` before starting.
+    pub skip_import: bool,
 }
 
 impl Default for Options {
@@ -150,6 +152,7 @@ impl Default for Options {
             rate_limit_section: String::new(),
             users_toml: None,
             store_section: None,
+            skip_import: false,
         }
     }
 }
@@ -216,7 +219,7 @@ impl Gateway {
         };
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, &config).expect("write config");
-        if opts.store_section.is_some() {
+        if opts.store_section.is_some() && !opts.skip_import {
             import_users(&config_path);
         }
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");

@@ -386,6 +386,30 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Add the users and organizations of `file` that Redis does not have yet, leaving existing
+    /// records (changed through the gateway since) alone. Returns how many users were added.
+    pub async fn seed(&self, file: &UsersFile) -> Result<usize, StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for org in &file.orgs {
+            pipe.set_nx(keys.org(&org.id), to_json(org)?).ignore();
+        }
+        for user in &file.users {
+            pipe.set_nx(keys.email(&user.email), &user.id);
+            pipe.set_nx(keys.user(&user.id), to_json(user)?).ignore();
+        }
+        pipe.atomic();
+        let added: Vec<bool> =
+            tokio::time::timeout(self.inner.timeout * 20, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| unavailable("timed out seeding users"))?
+                .map_err(unavailable)?;
+        Ok(added.into_iter().filter(|a| *a).count())
+    }
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| unavailable(format!("cannot encode record: {e}")))
 }
