@@ -119,11 +119,10 @@ fn import_users(given: Option<&Path>) -> ExitCode {
         };
         let file = UsersFile::load(&config.store.users_file).map_err(|e| e.to_string())?;
         let store = RedisStore::connect(settings).map_err(|e| e.to_string())?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(store.import(&file)).map_err(|e| e.to_string())
+        store
+            .block_on(store.import(&file))
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok((users, orgs)) => {

@@ -24,11 +24,11 @@ use crate::store::users_file::UsersFile;
 use crate::store::{SessionStore, Stores};
 
 /// Build every service from `config` and serve until a shutdown signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(mut config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let stores = build_stores(&config)?;
+    let stores = build_stores(&mut config)?;
     let gateway = build_gateway(config.clone(), &stores)?;
     let live = Arc::clone(&gateway.live);
     let sessions = Arc::clone(&stores.sessions);
@@ -80,7 +80,10 @@ fn server_conf(config: &Config) -> ServerConf {
 }
 
 /// Open the configured backend. Called before any runtime exists.
-pub fn build_stores(config: &Config) -> anyhow::Result<Stores> {
+///
+/// With Redis and no configured secret, the instances agree on one generated secret kept in
+/// Redis, so a token issued by one instance is accepted by the others.
+pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
     Ok(match &config.store.backend {
         Backend::Memory => {
             let users_file = UsersFile::load(&config.store.users_file)?;
@@ -95,6 +98,17 @@ pub fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             let redis = RedisStore::connect(settings)?;
             if settings.seed_users && config.store.users_file.exists() {
                 seed(&redis, &config.store.users_file);
+            }
+            if config.token.secret_generated {
+                match redis.block_on(redis.shared_secret(&config.token.secret))? {
+                    Ok(secret) => {
+                        tracing::warn!("using the generated token secret shared through redis");
+                        config.token.secret = secret;
+                    }
+                    Err(e) => tracing::warn!(
+                        "could not share the generated token secret through redis ({e}); tokens will only be valid on this instance"
+                    ),
+                }
             }
             Stores {
                 users: Arc::new(redis.clone()),
@@ -111,11 +125,10 @@ fn seed(redis: &RedisStore, path: &std::path::Path) {
     let outcome = UsersFile::load(path)
         .map_err(|e| e.to_string())
         .and_then(|file| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(redis.seed(&file)).map_err(|e| e.to_string())
+            redis
+                .block_on(redis.seed(&file))
+                .and_then(|r| r)
+                .map_err(|e| e.to_string())
         });
     match outcome {
         Ok(0) => {}

@@ -458,3 +458,25 @@ async fn a_fresh_redis_is_seeded_from_the_users_file() {
         USER_ID
     );
 }
+
+#[tokio::test]
+async fn instances_without_a_configured_secret_agree_on_one() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let opts = || Options {
+        token_section: String::new(),
+        ..redis_opts(&format!("\"{}\"", redis.url()), "")
+    };
+    let a = Gateway::start(&up, opts());
+    let b = Gateway::start(&up, opts());
+    let token = signin(&a).await;
+    let answer = get(&b, &token).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "a token from A is valid on B: {}\n{}",
+        answer.text,
+        b.log()
+    );
+    assert_eq!(redis.query::<i64>(&["EXISTS", "ag:secret"]), 1);
+}

@@ -95,6 +95,9 @@ impl Keys {
     fn limit(&self, key: &str) -> String {
         format!("{}rl:{key}", self.prefix)
     }
+    fn secret(&self) -> String {
+        format!("{}secret", self.prefix)
+    }
     fn channel(&self) -> String {
         format!("{}events", self.prefix)
     }
@@ -255,6 +258,11 @@ impl RedisStore {
         })
     }
 
+    /// Run start-up work on the Redis runtime, before Pingora's runtimes exist.
+    pub fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, StoreError> {
+        Ok(runtime()?.block_on(work))
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.inner.cluster
     }
@@ -387,6 +395,16 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// The token secret every instance uses when none is configured: the first instance's
+    /// `candidate` wins and the others adopt it.
+    pub async fn shared_secret(&self, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.inner.keys.secret();
+        let _: bool = self.run(conn.set_nx(&key, hex::encode(candidate))).await?;
+        let stored: String = self.run(conn.get(&key)).await?;
+        hex::decode(stored).map_err(|e| unavailable(format!("unreadable shared secret: {e}")))
+    }
+
     /// Add the users and organizations of `file` that Redis does not have yet, leaving existing
     /// records (changed through the gateway since) alone. Returns how many users were added.
     pub async fn seed(&self, file: &UsersFile) -> Result<usize, StoreError> {
