@@ -77,6 +77,23 @@ pub async fn check_password(
     Ok((user, org))
 }
 
+/// Where a correct password leads. Email MFA (a challenge before any token) plugs in here.
+pub enum Admission {
+    SignedIn { token: String },
+}
+
+/// Decide what a user who just proved their password gets, and open the session if it is a
+/// token.
+pub async fn admit(
+    gw: &Gateway,
+    live: &Live,
+    user: &User,
+    now: i64,
+) -> Result<Admission, GatewayError> {
+    let token = start_session(gw, live, user, now).await?;
+    Ok(Admission::SignedIn { token })
+}
+
 /// Open a server-side session for `user` and sign its first token.
 pub async fn start_session(
     gw: &Gateway,

@@ -27,6 +27,12 @@ pub enum GatewayError {
     FirmDisabled,
     #[error("account type not allowed on this route")]
     Forbidden,
+    #[error("current password is wrong")]
+    WrongPassword,
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("registration disabled")]
+    RegistrationClosed,
     #[error("rate limited for {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("bad request: {0}")]
@@ -45,7 +51,10 @@ pub enum GatewayError {
 
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
-        GatewayError::Unavailable(e.to_string())
+        match e {
+            StoreError::Conflict(_) => GatewayError::EmailTaken,
+            StoreError::Unavailable(_) => GatewayError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -60,8 +69,10 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             MissingToken | TokenExpired | InvalidSignature | InvalidAlgorithm | MalformedToken
-            | SessionExpired | InvalidCredentials | AccountDisabled | FirmDisabled => 401,
-            Forbidden => 403,
+            | SessionExpired | InvalidCredentials | AccountDisabled | FirmDisabled
+            | WrongPassword => 401,
+            Forbidden | RegistrationClosed => 403,
+            EmailTaken => 409,
             NotFound => 404,
             MethodNotAllowed => 405,
             PayloadTooLarge { .. } => 413,
@@ -95,6 +106,12 @@ impl GatewayError {
                 "Forbidden",
                 "Your account type is not allowed to access this resource".into(),
             ),
+            WrongPassword => ("Invalid password", "Current password is incorrect".into()),
+            EmailTaken => (
+                "Email already registered",
+                "An account with this email already exists".into(),
+            ),
+            RegistrationClosed => ("Forbidden", "Registration is disabled".into()),
             RateLimited { retry_after_secs } => (
                 "Too Many Requests",
                 format!("Too many requests, retry in {retry_after_secs} seconds").into(),

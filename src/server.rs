@@ -47,7 +47,14 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     );
     admin.add_tcp(&config.admin.listen.to_string());
 
-    let upkeep = background_service("authgate upkeep", Upkeep { live, sessions });
+    let upkeep = background_service(
+        "authgate upkeep",
+        Upkeep {
+            live,
+            sessions,
+            users_file: stores.users_file.clone(),
+        },
+    );
 
     tracing::info!(
         listen = %config.server.listen,
@@ -87,8 +94,13 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
     Ok(match &config.store.backend {
         Backend::Memory => {
             let users_file = UsersFile::load(&config.store.users_file)?;
+            let users = Arc::new(MemoryUsers::new(
+                users_file,
+                Some(config.store.users_file.clone()),
+            ));
             Stores {
-                users: Arc::new(MemoryUsers::new(&users_file)),
+                users: Arc::clone(&users) as Arc<dyn crate::store::UserStore>,
+                users_file: Some(users),
                 sessions: Arc::new(MemorySessions::default()),
                 limits: None,
                 health: Arc::new(AlwaysReady),
@@ -114,6 +126,7 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 users: Arc::new(redis.clone()),
                 sessions: Arc::new(redis.clone()),
                 limits: Some(Arc::new(redis.clone())),
+                users_file: None,
                 health: Arc::new(redis),
             }
         }
@@ -152,6 +165,22 @@ pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway>
 struct Upkeep {
     live: Arc<ArcSwap<Live>>,
     sessions: Arc<dyn SessionStore>,
+    users_file: Option<Arc<MemoryUsers>>,
+}
+
+impl Upkeep {
+    /// Pick up edits to the users file (disabling an account or an organization, say); a broken
+    /// file is refused and the users in memory stay as they were.
+    async fn reload_users(&self, force: bool) {
+        let Some(users) = &self.users_file else {
+            return;
+        };
+        match users.reload_if_changed(force).await {
+            Ok(true) => tracing::info!("users file reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("users file not reloaded, keeping the previous users: {e}"),
+        }
+    }
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -162,11 +191,26 @@ impl BackgroundService for Upkeep {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_check: HashMap<String, Instant> = HashMap::new();
         let mut last_sweep = Instant::now();
+        // SIGHUP asks for a reload now (its default action would end the process).
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = hup => {
+                    tracing::info!("SIGHUP: reloading");
+                    self.reload_users(true).await;
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
+            self.reload_users(false).await;
             let live = self.live.load_full();
             for upstream in live.router.upstreams() {
                 let due = last_check

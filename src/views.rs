@@ -6,6 +6,23 @@ use serde_json::{Map, Value, json};
 
 use crate::model::{Org, User};
 
+/// The two client families served from one user store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Seed 000/001 clients: `{token, profile}`.
+    Profile,
+    /// Seed 003 clients: `{token, user, firm}`.
+    UserFirm,
+}
+
+/// The body of a successful sign-in for `family`.
+pub fn signed_in(family: Family, token: &str, user: &User, org: Option<&Org>) -> Value {
+    match family {
+        Family::Profile => json!({ "token": token, "profile": profile(user, org) }),
+        Family::UserFirm => json!({ "token": token, "user": self::user(user), "firm": firm(org) }),
+    }
+}
+
 /// The seed-000 `profile`, with `institution` for the user's organization.
 pub fn profile(user: &User, org: Option<&Org>) -> Value {
     let mut p: Map<String, Value> = user.profile.clone();

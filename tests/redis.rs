@@ -480,3 +480,73 @@ async fn instances_without_a_configured_secret_agree_on_one() {
     );
     assert_eq!(redis.query::<i64>(&["EXISTS", "ag:secret"]), 1);
 }
+
+#[tokio::test]
+async fn register_login_and_change_password_across_instances() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let a = Gateway::start(&up, redis_opts(&format!("\"{}\"", redis.url()), ""));
+    let b = Gateway::start(&up, redis_opts(&format!("\"{}\"", redis.url()), ""));
+    let reg = post_json(
+        &a.url("/api/auth/register"),
+        json!({"email": "jane@example.com", "password": "correct horse battery", "firstName": "Jane", "lastName": "Roe"}),
+    )
+    .await;
+    assert_eq!(reg.status, 200, "{}", reg.text);
+    let id = reg.json["user"]["id"].as_str().unwrap().to_string();
+    assert_eq!(reg.json["firm"]["name"], "Jane Roe");
+    assert_eq!(
+        redis.query::<String>(&["GET", "ag:{users}:email:jane@example.com"]),
+        id,
+        "registered straight into Redis"
+    );
+    let dup = post_json(
+        &b.url("/api/auth/register"),
+        json!({"email": "jane@example.com", "password": "correct horse battery", "firstName": "J", "lastName": "R"}),
+    )
+    .await;
+    assert_eq!(dup.status, 409, "{}", dup.text);
+
+    let on_b = login_jane(&b, "correct horse battery").await;
+    assert_eq!(on_b.status, 200, "{}", on_b.text);
+    let token_b = on_b.json["token"].as_str().unwrap().to_string();
+    let me = read(
+        client()
+            .get(b.url("/api/auth/me"))
+            .header("x-access-token", &token_b)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me.json["user"]["id"], id.as_str());
+
+    let token_a = reg.json["token"].as_str().unwrap().to_string();
+    let changed = read(
+        client()
+            .post(a.url("/api/auth/change-password"))
+            .header("x-access-token", &token_a)
+            .json(&json!({"currentPassword": "correct horse battery", "newPassword": "an even better password"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    refused_within(&b, &token_b, Duration::from_secs(1)).await;
+    assert_eq!(
+        get(&a, &token_a).await.status,
+        200,
+        "the caller keeps its session"
+    );
+    assert_eq!(login_jane(&b, "correct horse battery").await.status, 401);
+    assert_eq!(login_jane(&b, "an even better password").await.status, 200);
+}
+
+async fn login_jane(gw: &Gateway, password: &str) -> Answer {
+    post_json(
+        &gw.url("/api/auth/login"),
+        json!({"email": "jane@example.com", "password": password}),
+    )
+    .await
+}

@@ -55,6 +55,7 @@ pub struct Config {
     pub store: StoreSettings,
     pub rate_limit: RateLimitSettings,
     pub password: PasswordSettings,
+    pub register: RegisterSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// Things an operator should hear about at start (and from `check-config`).
@@ -130,9 +131,19 @@ pub struct RateLimitSettings {
     pub auth_per_minute: NonZeroU32,
 }
 
+/// Passwords longer than this are refused, never truncated.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
 #[derive(Debug, Clone)]
 pub struct PasswordSettings {
     pub max_concurrent_hashes: usize,
+    pub min_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterSettings {
+    pub enabled: bool,
+    pub trial: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -363,6 +374,20 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             0 => return Err(v.err("password.max_concurrent_hashes", "must be at least 1")),
             n => n,
         },
+        min_length: match raw.password.min_length {
+            n if (1..=MAX_PASSWORD_CHARS).contains(&n) => n,
+            _ => {
+                return Err(v.err(
+                    "password.min_length",
+                    format!("must be between 1 and {MAX_PASSWORD_CHARS}"),
+                ));
+            }
+        },
+    };
+
+    let register = RegisterSettings {
+        enabled: raw.register.enabled,
+        trial: Duration::from_secs(u64::from(raw.register.trial_days) * 86_400),
     };
 
     let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw.upstreams.len());
@@ -471,6 +496,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         store,
         rate_limit,
         password,
+        register,
         upstreams,
         routes,
         warnings,

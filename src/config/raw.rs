@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub rate_limit: RawRateLimit,
     pub password: RawPassword,
+    pub register: RawRegister,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -130,12 +131,31 @@ impl Default for RawRateLimit {
 pub struct RawPassword {
     /// How many password hashes may be computed at once; the rest wait their turn.
     pub max_concurrent_hashes: usize,
+    /// Shortest password accepted by register and change-password.
+    pub min_length: usize,
 }
 
 impl Default for RawPassword {
     fn default() -> Self {
         RawPassword {
             max_concurrent_hashes: 4,
+            min_length: 12,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegister {
+    pub enabled: bool,
+    pub trial_days: u32,
+}
+
+impl Default for RawRegister {
+    fn default() -> Self {
+        RawRegister {
+            enabled: true,
+            trial_days: 14,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The endpoints the gateway answers itself. Each handler takes the request already parsed into
 //! plain values and returns a `Reply`, so handlers never touch the socket.
 
+mod account;
 mod refresh;
+mod register;
 mod signin;
 mod signout;
 
@@ -14,11 +16,16 @@ use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::proxy::Gateway;
+use crate::views::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Signin,
+    Login,
+    Register,
     Refresh,
+    Me,
+    ChangePassword,
     Signout,
 }
 
@@ -26,24 +33,37 @@ impl Endpoint {
     pub fn classify(path: &str) -> Option<Endpoint> {
         match path {
             "/api/auth/signin" => Some(Endpoint::Signin),
+            "/api/auth/login" => Some(Endpoint::Login),
+            "/api/auth/register" => Some(Endpoint::Register),
             "/api/user/refresh/profile" => Some(Endpoint::Refresh),
+            "/api/auth/me" => Some(Endpoint::Me),
+            "/api/auth/change-password" => Some(Endpoint::ChangePassword),
             "/api/auth/signout" => Some(Endpoint::Signout),
             _ => None,
         }
     }
 
     pub fn method(self) -> &'static str {
-        "POST"
+        match self {
+            Endpoint::Me => "GET",
+            _ => "POST",
+        }
     }
 
     /// Credential endpoints share the per-IP authentication rate limit.
     pub fn is_credential(self) -> bool {
-        matches!(self, Endpoint::Signin)
+        matches!(
+            self,
+            Endpoint::Signin | Endpoint::Login | Endpoint::Register | Endpoint::ChangePassword
+        )
     }
 
     /// Endpoints that act for an already signed-in caller.
     pub fn needs_caller(self) -> bool {
-        matches!(self, Endpoint::Refresh | Endpoint::Signout)
+        matches!(
+            self,
+            Endpoint::Refresh | Endpoint::Me | Endpoint::ChangePassword | Endpoint::Signout
+        )
     }
 }
 
@@ -85,10 +105,28 @@ pub async fn handle(
     req: Request<'_>,
 ) -> Result<Reply, GatewayError> {
     match endpoint {
-        Endpoint::Signin => signin::signin(gw, live, req).await,
+        Endpoint::Signin => signin::sign_in(gw, live, req, Family::Profile).await,
+        Endpoint::Login => signin::sign_in(gw, live, req, Family::UserFirm).await,
+        Endpoint::Register => register::register(gw, live, req).await,
         Endpoint::Refresh => refresh::refresh(gw, live, req).await,
+        Endpoint::Me => account::me(req),
+        Endpoint::ChangePassword => account::change_password(gw, live, req).await,
         Endpoint::Signout => signout::signout(gw, req).await,
     }
+}
+
+/// Passwords are at least `password.min_length` and at most 128 characters; longer ones are
+/// refused rather than silently truncated.
+pub fn validate_password(live: &Live, field: &str, password: &str) -> Result<(), GatewayError> {
+    let min = live.config.password.min_length;
+    let max = crate::config::MAX_PASSWORD_CHARS;
+    let chars = password.chars().count();
+    if chars < min || chars > max {
+        return Err(GatewayError::BadRequest(format!(
+            "{field} must be between {min} and {max} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Parse a JSON body into `T`, turning every failure into a 400 that says what was wrong.

@@ -1,14 +1,14 @@
-//! POST /api/auth/signin: email and password in, `{token, profile}` out.
+//! POST /api/auth/signin (seed 000) and POST /api/auth/login (seed 003): email and password in,
+//! a token and the family's view of the user out.
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{Reply, Request, parse_json};
-use crate::auth::{check_password, start_session};
+use crate::auth::{Admission, admit, check_password};
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::proxy::Gateway;
-use crate::views;
+use crate::views::{self, Family};
 
 #[derive(Deserialize)]
 pub struct Credentials {
@@ -16,13 +16,23 @@ pub struct Credentials {
     pub password: String,
 }
 
-pub async fn signin(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
+pub async fn sign_in(
+    gw: &Gateway,
+    live: &Live,
+    req: Request<'_>,
+    family: Family,
+) -> Result<Reply, GatewayError> {
     let creds: Credentials = parse_json(req.body)?;
     let (user, org) = check_password(gw, &creds.email, &creds.password, req.now).await?;
-    let token = start_session(gw, live, &user, req.now).await?;
-    tracing::info!(user = %user.id, client = %req.client_ip, "signin");
-    Ok(Reply::ok(json!({
-        "token": token,
-        "profile": views::profile(&user, org.as_deref()),
-    })))
+    match admit(gw, live, &user, req.now).await? {
+        Admission::SignedIn { token } => {
+            tracing::info!(user = %user.id, client = %req.client_ip, "signed in");
+            Ok(Reply::ok(views::signed_in(
+                family,
+                &token,
+                &user,
+                org.as_deref(),
+            )))
+        }
+    }
 }

@@ -1,12 +1,16 @@
-//! In-process store: users from the users file, sessions in a concurrent map.
+//! In-process store: users from the users file (every change written back to it durably before
+//! it is acknowledged), sessions in a concurrent map.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::users_file::UsersFile;
+use super::users_file::{UsersFile, UsersFileError};
 use super::{SessionStore, StoreError, StoreHealth, UserStore};
 use crate::model::{Org, Session, User};
 
@@ -34,30 +38,100 @@ impl Directory {
 }
 
 pub struct MemoryUsers {
-    dir: RwLock<Arc<Directory>>,
+    /// What requests read: swapped whole, never locked.
+    dir: ArcSwap<Directory>,
+    /// The file as last written or read. A writer holds this lock from reading it to the end of
+    /// the fsync, so concurrent writes are applied one after another and none is lost.
+    file: tokio::sync::Mutex<UsersFile>,
+    /// Where changes are written; `None` keeps them in memory only.
+    path: Option<PathBuf>,
+    /// Modification time of the file as this process last wrote or read it, so that a reload
+    /// notices edits made by others and skips our own writes.
+    seen_mtime: Mutex<Option<SystemTime>>,
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl MemoryUsers {
-    pub fn new(file: &UsersFile) -> MemoryUsers {
+    pub fn new(file: UsersFile, path: Option<PathBuf>) -> MemoryUsers {
+        let seen = path.as_deref().and_then(mtime);
         MemoryUsers {
-            dir: RwLock::new(Arc::new(Directory::from_file(file))),
+            dir: ArcSwap::from_pointee(Directory::from_file(&file)),
+            file: tokio::sync::Mutex::new(file),
+            path,
+            seen_mtime: Mutex::new(seen),
         }
     }
 
-    /// Replace the whole directory, e.g. after the users file was reloaded.
-    pub fn replace(&self, file: &UsersFile) {
-        let fresh = Arc::new(Directory::from_file(file));
-        match self.dir.write() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
+    fn set_seen(&self, t: Option<SystemTime>) {
+        match self.seen_mtime.lock() {
+            Ok(mut g) => *g = t,
+            Err(poisoned) => *poisoned.into_inner() = t,
         }
+    }
+
+    fn seen(&self) -> Option<SystemTime> {
+        match self.seen_mtime.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Re-read the users file if someone else changed it since. A broken file is refused and
+    /// the users in memory stay as they were. Returns whether anything was reloaded.
+    pub async fn reload_if_changed(&self, force: bool) -> Result<bool, UsersFileError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let mut file = self.file.lock().await;
+        let now = mtime(path);
+        if !force && now == self.seen() {
+            return Ok(false);
+        }
+        // Whatever the outcome, this version has been looked at: a broken file is reported
+        // once, and the next edit is picked up.
+        self.set_seen(now);
+        let owned = path.clone();
+        let fresh = tokio::task::spawn_blocking(move || UsersFile::load(&owned))
+            .await
+            .map_err(|e| UsersFileError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        self.dir.store(Arc::new(Directory::from_file(&fresh)));
+        *file = fresh;
+        Ok(true)
+    }
+
+    /// Apply `change` to the users file, write it durably, then publish it to readers.
+    async fn write(
+        &self,
+        change: impl FnOnce(&mut UsersFile) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut file = self.file.lock().await;
+        let mut next = file.clone();
+        change(&mut next)?;
+        if let Some(path) = &self.path {
+            let (to_save, target) = (next.clone(), path.clone());
+            tokio::task::spawn_blocking(move || {
+                to_save.save_atomic(&target).map(|()| mtime(&target))
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("users file writer: {e}")))?
+            .map(|written| self.set_seen(written))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
+        self.dir.store(Arc::new(Directory::from_file(&next)));
+        *file = next;
+        Ok(())
     }
 
     fn snapshot(&self) -> Arc<Directory> {
-        match self.dir.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.dir.load_full()
     }
 }
 
@@ -78,6 +152,31 @@ impl UserStore for MemoryUsers {
 
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError> {
         Ok(self.snapshot().orgs.get(id).cloned())
+    }
+
+    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
+        self.write(|file| {
+            if file.users.iter().any(|u| u.email == user.email) {
+                return Err(StoreError::Conflict("email already registered".into()));
+            }
+            file.orgs.push(org);
+            file.users.push(user);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_user(&self, user: User) -> Result<(), StoreError> {
+        self.write(|file| {
+            let slot = file
+                .users
+                .iter_mut()
+                .find(|u| u.id == user.id)
+                .ok_or_else(|| StoreError::Unavailable(format!("user {} vanished", user.id)))?;
+            *slot = user;
+            Ok(())
+        })
+        .await
     }
 }
 

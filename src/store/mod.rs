@@ -17,6 +17,8 @@ use crate::model::{Org, Session, User};
 pub enum StoreError {
     #[error("store backend unavailable: {0}")]
     Unavailable(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// Read access to users and their organizations.
@@ -26,6 +28,11 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError>;
+    /// Add a user and their new organization; `Conflict` when the email is taken. Durable
+    /// before it returns.
+    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError>;
+    /// Replace the record of an existing user (password, MFA flag). Durable before it returns.
+    async fn save_user(&self, user: User) -> Result<(), StoreError>;
 }
 
 /// Server-side sessions, always addressed by owner and id (both are in the token). A session
@@ -73,4 +80,6 @@ pub struct Stores {
     /// `None` when limits are kept in process only.
     pub limits: Option<Arc<dyn LimitStore>>,
     pub health: Arc<dyn StoreHealth>,
+    /// The memory store, which can re-read its users file.
+    pub users_file: Option<Arc<memory::MemoryUsers>>,
 }

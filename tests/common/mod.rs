@@ -163,6 +163,29 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     child: Child,
+    env: Vec<(String, String)>,
+}
+
+fn spawn(config_path: &Path, env: &[(String, String)], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .expect("log file");
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(config_path)
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_VALIDITY_SEC")
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn authgate")
 }
 
 /// The repository's sample users file.
@@ -222,30 +245,38 @@ impl Gateway {
         if opts.store_section.is_some() && !opts.skip_import {
             import_users(&config_path);
         }
-        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env_remove("JWT_SECRET")
-            .env_remove("JWT_VALIDITY_SEC")
-            .env_remove("REDIS_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn authgate");
+        let child = spawn(&config_path, &opts.env, dir.path());
         let mut gw = Gateway {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
             dir,
             config_path,
             child,
+            env: opts.env.clone(),
         };
         gw.wait_ready();
         gw
+    }
+
+    /// SIGKILL: no chance to flush or clean up anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the same configuration again (after `kill9`).
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.config_path, &self.env, self.dir.path());
+        self.wait_ready();
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     fn wait_ready(&mut self) {

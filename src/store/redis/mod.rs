@@ -123,6 +123,13 @@ local t = redis.call('EXPIRETIME', KEYS[2])
 if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
 return 1";
 
+/// Claim the email, then write the user and the organization; 0 when the email is taken.
+const CREATE_USER: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1";
+
 const REVOKE_SESSION: &str = r"
 local n = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -155,6 +162,7 @@ redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
 return 0";
 
 struct Scripts {
+    create_user: Script,
     create_session: Script,
     extend_session: Script,
     revoke_session: Script,
@@ -247,6 +255,7 @@ impl RedisStore {
                 timeout,
                 cache: Cache::new(settings.session_cache),
                 scripts: Scripts {
+                    create_user: Script::new(CREATE_USER),
                     create_session: Script::new(CREATE_SESSION),
                     extend_session: Script::new(EXTEND_SESSION),
                     revoke_session: Script::new(REVOKE_SESSION),
@@ -498,6 +507,30 @@ impl UserStore for RedisStore {
             cache.put_org(generation, Arc::clone(org));
         }
         Ok(org)
+    }
+
+    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.create_user.prepare_invoke();
+        call.key(keys.email(&user.email))
+            .key(keys.user(&user.id))
+            .key(keys.org(&org.id))
+            .arg(&user.id)
+            .arg(to_json(&user)?)
+            .arg(to_json(&org)?);
+        match self.run(call.invoke_async::<i64>(&mut conn)).await? {
+            1 => Ok(()),
+            _ => Err(StoreError::Conflict("email already registered".into())),
+        }
+    }
+
+    async fn save_user(&self, user: User) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let key = self.inner.keys.user(&user.id);
+        self.run(conn.set::<_, _, ()>(key, to_json(&user)?)).await?;
+        self.inner.cache.apply(Event::UserChanged(&user.id));
+        self.publish(Event::UserChanged(&user.id)).await
     }
 }
 

@@ -1,0 +1,59 @@
+//! GET /api/auth/me and POST /api/auth/change-password: the signed-in user's own account.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Reply, Request, parse_json, validate_password};
+use crate::error::GatewayError;
+use crate::live::Live;
+use crate::model::User;
+use crate::proxy::Gateway;
+use crate::views;
+
+pub fn me(req: Request<'_>) -> Result<Reply, GatewayError> {
+    let caller = req.caller()?;
+    Ok(Reply::ok(json!({
+        "user": views::user(&caller.user),
+        "firm": views::firm(caller.org.as_deref()),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Needs the current password; ends every other session of the user, keeps the caller's.
+pub async fn change_password(
+    gw: &Gateway,
+    live: &Live,
+    req: Request<'_>,
+) -> Result<Reply, GatewayError> {
+    let caller = req.caller()?;
+    let change: PasswordChange = parse_json(req.body)?;
+    validate_password(live, "newPassword", &change.new_password)?;
+    let current_ok = gw
+        .passwords
+        .verify(&change.current_password, Some(&caller.user.password_hash))
+        .await?;
+    if !current_ok {
+        return Err(GatewayError::WrongPassword);
+    }
+    let password_hash = gw.passwords.hash(&change.new_password).await?;
+    gw.users
+        .save_user(User {
+            password_hash,
+            ..User::clone(&caller.user)
+        })
+        .await?;
+    let ended = gw
+        .sessions
+        .revoke_user(&caller.user.id, Some(&caller.claims.session_id))
+        .await?;
+    tracing::info!(user = %caller.user.id, other_sessions_ended = ended, "password changed");
+    Ok(Reply::ok(
+        json!({ "message": "Password changed successfully" }),
+    ))
+}
