@@ -438,7 +438,10 @@ async fn concurrent_registrations_survive_kill_9() {
         let a = login(&gw, &format!("user{i}@firm.example"), NEW_PASSWORD).await;
         assert_eq!(a.status, 200, "user{i}: {}", a.text);
     }
-    assert!(!signin(&gw).await.is_empty(), "the seed user is still there");
+    assert!(
+        !signin(&gw).await.is_empty(),
+        "the seed user is still there"
+    );
 }
 
 #[tokio::test]

@@ -171,6 +171,9 @@ struct Scripts {
 }
 
 struct Inner {
+    /// Set by the change listener when Redis stops answering, cleared when it answers again:
+    /// meanwhile requests get 503 at once instead of each waiting out the timeout.
+    down: std::sync::atomic::AtomicBool,
     conn: Conn,
     keys: Keys,
     timeout: Duration,
@@ -248,6 +251,7 @@ impl RedisStore {
         tracing::info!(cluster, urls = ?settings.urls, "redis store configured");
         Ok(RedisStore {
             inner: Arc::new(Inner {
+                down: std::sync::atomic::AtomicBool::new(false),
                 conn,
                 keys: Keys {
                     prefix: settings.key_prefix.clone(),
@@ -281,6 +285,9 @@ impl RedisStore {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        if self.inner.down.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(unavailable("not reachable"));
+        }
         match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(unavailable("timed out")),
@@ -307,6 +314,7 @@ impl RedisStore {
         loop {
             if let Some(mut pubsub) = self.subscribe(&urls, &channel).await {
                 self.inner.cache.reset(true);
+                self.set_down(false);
                 tracing::info!("redis change listener subscribed");
                 let mut ping = tokio::time::interval(Duration::from_secs(1));
                 let mut messages = pubsub.on_message();
@@ -320,7 +328,7 @@ impl RedisStore {
                             None => break,
                         },
                         _ = ping.tick() => {
-                            if let Err(e) = self.ping().await {
+                            if let Err(e) = self.ping_now().await {
                                 tracing::warn!("redis ping failed: {e}");
                                 break;
                             }
@@ -330,6 +338,7 @@ impl RedisStore {
                 tracing::warn!("redis change listener lost its subscription");
             }
             self.inner.cache.reset(false);
+            self.set_down(true);
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -352,11 +361,32 @@ impl RedisStore {
         None
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    fn set_down(&self, down: bool) {
+        let was = self
+            .inner
+            .down
+            .swap(down, std::sync::atomic::Ordering::AcqRel);
+        if was != down {
+            if down {
+                tracing::warn!("redis is not answering; requests that need it get 503");
+            } else {
+                tracing::info!("redis is answering");
+            }
+        }
+    }
+
+    /// PING through the shared connection, even while Redis is marked down.
+    async fn ping_now(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        self.run(redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map(drop)
+        match tokio::time::timeout(
+            self.inner.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        {
+            Ok(reply) => reply.map(drop).map_err(unavailable),
+            Err(_) => Err(unavailable("timed out")),
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(
@@ -641,6 +671,6 @@ impl StoreHealth for RedisStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.ping().await
+        self.ping_now().await
     }
 }
