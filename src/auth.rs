@@ -7,7 +7,8 @@ use rand::RngCore;
 
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::model::{Org, Session, Status, User, normalize_email};
+use crate::mfa;
+use crate::model::{AccountType, Challenge, Family, Org, Session, Status, User, normalize_email};
 use crate::proxy::Gateway;
 use crate::token::Claims;
 
@@ -77,14 +78,49 @@ pub async fn check_password(
     Ok((user, org))
 }
 
-/// Where a correct password leads. Email MFA (a challenge before any token) plugs in here.
+/// Where a correct password leads: a session now, or an email code first.
 pub enum Admission {
-    SignedIn { token: String },
+    SignedIn {
+        token: String,
+    },
+    /// The body of the MFA challenge answer; no token was issued.
+    Challenge(serde_json::Value),
 }
 
-/// Decide what a user who just proved their password gets, and open the session if it is a
-/// token.
+/// Decide what a user who just proved their password gets. MFA applies when the account has
+/// it on, or when super-mandatory enforcement covers it; a device that passed MFA before (its
+/// device token, from the cookie or the body) skips the challenge.
 pub async fn admit(
+    gw: &Gateway,
+    live: &Live,
+    user: &User,
+    family: Family,
+    device_token: Option<&str>,
+    now: i64,
+) -> Result<Admission, GatewayError> {
+    let mfa = &live.config.mfa;
+    let mandatory_super = !user.mfa_enabled
+        && mfa.super_mandatory
+        && now >= mfa.super_rollout
+        && user.account_type == AccountType::Super;
+    if !(user.mfa_enabled || mandatory_super) {
+        return signed_in(gw, live, user, now).await;
+    }
+    if user.mfa_enabled {
+        if let Some(token) = device_token.filter(|t| !t.is_empty()) {
+            if gw
+                .devices
+                .is_trusted(&user.id, &mfa::device_hash(token), now)
+                .await?
+            {
+                return signed_in(gw, live, user, now).await;
+            }
+        }
+    }
+    challenge(gw, live, user, family, mandatory_super, now).await
+}
+
+async fn signed_in(
     gw: &Gateway,
     live: &Live,
     user: &User,
@@ -92,6 +128,47 @@ pub async fn admit(
 ) -> Result<Admission, GatewayError> {
     let token = start_session(gw, live, user, now).await?;
     Ok(Admission::SignedIn { token })
+}
+
+/// Issue a challenge and mail its code. If the mail cannot be sent, the challenge is deleted
+/// before the error is returned, so nothing usable is left behind.
+async fn challenge(
+    gw: &Gateway,
+    live: &Live,
+    user: &User,
+    family: Family,
+    mandatory_super: bool,
+    now: i64,
+) -> Result<Admission, GatewayError> {
+    let mfa = &live.config.mfa;
+    let id = mfa::new_challenge_id();
+    let code = mfa::new_code();
+    let ttl = i64::try_from(mfa.code_ttl.as_secs()).unwrap_or(i64::MAX);
+    gw.challenges
+        .create_challenge(Challenge {
+            id: id.clone(),
+            user_id: user.id.clone(),
+            code_hash: mfa::code_hash(&live.config.token.secret, &id, &code),
+            family,
+            mandatory_super,
+            expires_at: now.saturating_add(ttl),
+            attempts: 0,
+        })
+        .await?;
+    if let Err(e) = gw.mailer.send(&user.email, &code, &id, mfa.code_ttl).await {
+        tracing::error!(user = %user.id, "verification code not delivered: {e}");
+        gw.challenges.delete_challenge(&id).await?;
+        return Err(GatewayError::DeliveryFailed);
+    }
+    let mut body = serde_json::json!({
+        "mfaRequired": true,
+        "challengeId": id,
+        "maskedEmail": mfa::mask_email(&user.email),
+    });
+    if mandatory_super {
+        body["mandatorySuper"] = serde_json::Value::Bool(true);
+    }
+    Ok(Admission::Challenge(body))
 }
 
 /// Open a server-side session for `user` and sign its first token.

@@ -33,6 +33,14 @@ pub enum GatewayError {
     EmailTaken,
     #[error("registration disabled")]
     RegistrationClosed,
+    #[error("wrong verification code")]
+    WrongCode,
+    #[error("verification challenge unknown, used or expired")]
+    ChallengeGone,
+    #[error("too many wrong verification codes")]
+    ChallengeExhausted,
+    #[error("verification code could not be delivered")]
+    DeliveryFailed,
     #[error("rate limited for {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("bad request: {0}")]
@@ -70,7 +78,9 @@ impl GatewayError {
         match self {
             MissingToken | TokenExpired | InvalidSignature | InvalidAlgorithm | MalformedToken
             | SessionExpired | InvalidCredentials | AccountDisabled | FirmDisabled
-            | WrongPassword => 401,
+            | WrongPassword | WrongCode => 401,
+            ChallengeGone | ChallengeExhausted => 410,
+            DeliveryFailed => 502,
             Forbidden | RegistrationClosed => 403,
             EmailTaken => 409,
             NotFound => 404,
@@ -112,6 +122,19 @@ impl GatewayError {
                 "An account with this email already exists".into(),
             ),
             RegistrationClosed => ("Forbidden", "Registration is disabled".into()),
+            WrongCode => ("Invalid code", "The verification code is incorrect".into()),
+            ChallengeGone => (
+                "Challenge expired",
+                "This verification challenge has expired or was already used; sign in again".into(),
+            ),
+            ChallengeExhausted => (
+                "Too many attempts",
+                "Too many wrong verification codes; sign in again".into(),
+            ),
+            DeliveryFailed => (
+                "Delivery failed",
+                "The verification code could not be sent; try again later".into(),
+            ),
             RateLimited { retry_after_secs } => (
                 "Too Many Requests",
                 format!("Too many requests, retry in {retry_after_secs} seconds").into(),

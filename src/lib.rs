@@ -9,6 +9,7 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod live;
+pub mod mfa;
 pub mod model;
 pub mod password;
 pub mod proxy;

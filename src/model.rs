@@ -112,3 +112,28 @@ impl Session {
         now < self.expires_at
     }
 }
+
+/// The two client families served from one user store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Seed 000/001 clients: `{token, profile}`.
+    Profile,
+    /// Seed 003 clients: `{token, user, firm}`.
+    UserFirm,
+}
+
+/// An email MFA challenge: the code itself is never stored, only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub id: String,
+    pub user_id: String,
+    pub code_hash: String,
+    /// Which response shape the verify step answers with.
+    pub family: Family,
+    /// Issued under super-mandatory enforcement: a successful verify turns MFA on.
+    pub mandatory_super: bool,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub attempts: u32,
+}

@@ -23,8 +23,9 @@ use crate::config::AuthMode;
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
+use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
-use crate::store::{SessionStore, UserStore};
+use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::{Claims, body_token, header_or_query_token};
 use crate::upstream::{append_forwarded_for, set_identity_headers};
@@ -34,7 +35,10 @@ pub struct Gateway {
     pub live: Arc<ArcSwap<Live>>,
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub challenges: Arc<dyn ChallengeStore>,
+    pub devices: Arc<dyn DeviceStore>,
     pub passwords: Arc<Passwords>,
+    pub mailer: Arc<Mailer>,
 }
 
 /// Per-request state carried between Pingora's phases.
@@ -227,11 +231,20 @@ impl Gateway {
         } else {
             None
         };
+        let device_cookie = session
+            .req_header()
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| crate::mfa::cookie(v, &live.config.mfa.device_cookie))
+            .map(str::to_owned);
         let req = endpoints::Request {
             body: &body,
             caller,
             client_ip: client,
             now,
+            device_cookie,
         };
         endpoints::handle(endpoint, self, live, req).await
     }

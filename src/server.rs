@@ -16,9 +16,10 @@ use crate::admin::Admin;
 use crate::auth::unix_now;
 use crate::config::{Backend, Config};
 use crate::live::Live;
+use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
-use crate::store::memory::{AlwaysReady, MemorySessions, MemoryUsers};
+use crate::store::memory::{AlwaysReady, MemoryMfa, MemorySessions, MemoryUsers};
 use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
 use crate::store::{SessionStore, Stores};
@@ -52,6 +53,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         Upkeep {
             live,
             sessions,
+            challenges: Arc::clone(&stores.challenges),
             users_file: stores.users_file.clone(),
         },
     );
@@ -98,9 +100,12 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 users_file,
                 Some(config.store.users_file.clone()),
             ));
+            let mfa = Arc::new(MemoryMfa::default());
             Stores {
                 users: Arc::clone(&users) as Arc<dyn crate::store::UserStore>,
                 users_file: Some(users),
+                challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
+                devices: mfa,
                 sessions: Arc::new(MemorySessions::default()),
                 limits: None,
                 health: Arc::new(AlwaysReady),
@@ -127,6 +132,8 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 sessions: Arc::new(redis.clone()),
                 limits: Some(Arc::new(redis.clone())),
                 users_file: None,
+                challenges: Arc::new(redis.clone()),
+                devices: Arc::new(redis.clone()),
                 health: Arc::new(redis),
             }
         }
@@ -153,11 +160,15 @@ fn seed(redis: &RedisStore, path: &std::path::Path) {
 pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway> {
     let passwords = Arc::new(Passwords::new(config.password.max_concurrent_hashes));
     let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
+    let mailer = Mailer::new(&live.config.mfa.delivery).context("cannot set up mfa.delivery")?;
     Ok(Gateway {
         live: Arc::new(ArcSwap::from_pointee(live)),
         users: Arc::clone(&stores.users),
         sessions: Arc::clone(&stores.sessions),
+        challenges: Arc::clone(&stores.challenges),
+        devices: Arc::clone(&stores.devices),
         passwords,
+        mailer: Arc::new(mailer),
     })
 }
 
@@ -165,6 +176,7 @@ pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway>
 struct Upkeep {
     live: Arc<ArcSwap<Live>>,
     sessions: Arc<dyn SessionStore>,
+    challenges: Arc<dyn crate::store::ChallengeStore>,
     users_file: Option<Arc<MemoryUsers>>,
 }
 
@@ -224,6 +236,7 @@ impl BackgroundService for Upkeep {
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sessions.sweep(unix_now()).await;
+                self.challenges.sweep(unix_now()).await;
                 live.auth_limiter.sweep();
                 for route in live.router.routes() {
                     if let Some(limiter) = &route.limiter {

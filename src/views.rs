@@ -4,16 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+pub use crate::model::Family;
 use crate::model::{Org, User};
-
-/// The two client families served from one user store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Seed 000/001 clients: `{token, profile}`.
-    Profile,
-    /// Seed 003 clients: `{token, user, firm}`.
-    UserFirm,
-}
 
 /// The body of a successful sign-in for `family`.
 pub fn signed_in(family: Family, token: &str, user: &User, org: Option<&Org>) -> Value {

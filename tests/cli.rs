@@ -53,6 +53,16 @@ fn the_shipped_config_is_valid() {
 fn good_config_passes() {
     let (code, text) = check(GOOD, None);
     assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: mfa.delivery = \"log\""),
+        "log delivery is flagged: {text}"
+    );
+    let webhook = format!(
+        "{GOOD}[mfa]\ndelivery = \"webhook\"\nwebhook_url = \"http://127.0.0.1:8025/mail\"\n"
+    );
+    let (code, text) = check(&webhook, None);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("mfa.delivery"), "{text}");
 }
 
 #[test]

@@ -56,6 +56,7 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     pub password: PasswordSettings,
     pub register: RegisterSettings,
+    pub mfa: MfaSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// Things an operator should hear about at start (and from `check-config`).
@@ -169,6 +170,60 @@ pub struct RouteSettings {
     pub rate_limit_per_minute: Option<NonZeroU32>,
 }
 
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    pub delivery: Delivery,
+    pub code_ttl: Duration,
+    pub max_attempts: u32,
+    pub super_mandatory: bool,
+    /// Unix seconds from which super-mandatory MFA applies.
+    pub super_rollout: i64,
+    pub trusted_device: Duration,
+    pub device_cookie: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Smtp(SmtpSettings),
+    Webhook {
+        url: String,
+    },
+    /// Development only: the code is written to the log.
+    Log,
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
+}
+
 /// Where environment overrides come from; tests pass a closure instead of the process env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -222,6 +277,12 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
     if let Some(validity) = env("JWT_VALIDITY_SEC") {
         // An unparsable value is kept as 0 so that validation names the key.
         raw.token.validity_secs = validity.trim().parse().unwrap_or(0);
+    }
+    if let Some(flag) = env("MFA_SUPER_MANDATORY") {
+        raw.mfa.super_mandatory = matches!(
+            flag.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on"
+        );
     }
     if let Some(url) = env("REDIS_URL") {
         let urls: Vec<String> = url
@@ -390,6 +451,8 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         trial: Duration::from_secs(u64::from(raw.register.trial_days) * 86_400),
     };
 
+    let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
+
     let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw.upstreams.len());
     for (i, u) in raw.upstreams.into_iter().enumerate() {
         let key = |k: &str| format!("upstreams[{i}].{k}");
@@ -497,6 +560,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         rate_limit,
         password,
         register,
+        mfa,
         upstreams,
         routes,
         warnings,
@@ -535,6 +599,113 @@ fn redis_settings(v: &Validator<'_>, s: &raw::RawStore) -> Result<RedisSettings,
         timeout: Duration::from_millis(s.redis_timeout_ms),
         session_cache: Duration::from_secs(s.session_cache_secs),
         seed_users: s.seed_users,
+    })
+}
+
+fn mfa_settings(
+    v: &Validator<'_>,
+    m: &raw::RawMfa,
+    warnings: &mut Vec<String>,
+) -> Result<MfaSettings, ConfigError> {
+    let delivery = match m.delivery.as_str() {
+        "log" => {
+            warnings.push(
+                "mfa.delivery = \"log\" writes verification codes to the log: for development only"
+                    .into(),
+            );
+            Delivery::Log
+        }
+        "webhook" => {
+            let url = m.webhook_url.clone().ok_or_else(|| {
+                v.err(
+                    "mfa.webhook_url",
+                    "is required when mfa.delivery = \"webhook\"",
+                )
+            })?;
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<http::Uri>().is_err()
+            {
+                return Err(v.err("mfa.webhook_url", format!("`{url}` is not an http(s) URL")));
+            }
+            Delivery::Webhook { url }
+        }
+        "smtp" => {
+            let s = &m.smtp;
+            if s.host.trim().is_empty() {
+                return Err(v.err("mfa.smtp.host", "must not be empty"));
+            }
+            if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(v.err(
+                    "mfa.smtp.from",
+                    format!("`{}` is not an email address", s.from),
+                ));
+            }
+            let tls = match s.tls.as_str() {
+                "none" => SmtpTls::None,
+                "starttls" => SmtpTls::StartTls,
+                "tls" => SmtpTls::Tls,
+                other => {
+                    return Err(v.err(
+                        "mfa.smtp.tls",
+                        format!("`{other}` is not one of \"none\", \"starttls\", \"tls\""),
+                    ));
+                }
+            };
+            let credentials = match (&s.username, &s.password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                (None, None) => None,
+                _ => return Err(v.err("mfa.smtp.username", "username and password go together")),
+            };
+            Delivery::Smtp(SmtpSettings {
+                host: s.host.clone(),
+                port: s.port,
+                from: s.from.clone(),
+                tls,
+                credentials,
+                timeout: Duration::from_secs(s.timeout_secs.max(1)),
+            })
+        }
+        other => {
+            return Err(v.err(
+                "mfa.delivery",
+                format!("`{other}` is not one of \"smtp\", \"webhook\", \"log\""),
+            ));
+        }
+    };
+    if m.code_ttl_secs == 0 {
+        return Err(v.err("mfa.code_ttl_secs", "must be at least 1"));
+    }
+    if m.max_attempts == 0 {
+        return Err(v.err("mfa.max_attempts", "must be at least 1"));
+    }
+    if m.trusted_device_days == 0 {
+        return Err(v.err("mfa.trusted_device_days", "must be at least 1"));
+    }
+    let rollout = chrono::DateTime::parse_from_rfc3339(&m.super_rollout_date).map_err(|_| {
+        v.err(
+            "mfa.super_rollout_date",
+            format!(
+                "`{}` is not an RFC 3339 time like 2026-01-01T00:00:00Z",
+                m.super_rollout_date
+            ),
+        )
+    })?;
+    if m.device_cookie.is_empty()
+        || !m
+            .device_cookie
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(v.err("mfa.device_cookie", "must be letters, digits, _ or -"));
+    }
+    Ok(MfaSettings {
+        delivery,
+        code_ttl: Duration::from_secs(m.code_ttl_secs),
+        max_attempts: m.max_attempts,
+        super_mandatory: m.super_mandatory,
+        super_rollout: rollout.timestamp(),
+        trusted_device: Duration::from_secs(u64::from(m.trusted_device_days) * 86_400),
+        device_cookie: m.device_cookie.clone(),
     })
 }
 

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub rate_limit: RawRateLimit,
     pub password: RawPassword,
     pub register: RawRegister,
+    pub mfa: RawMfa,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -188,4 +189,61 @@ pub struct RawRoute {
 
 fn default_auth() -> String {
     "required".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMfa {
+    pub delivery: String,
+    pub webhook_url: Option<String>,
+    pub code_ttl_secs: u64,
+    pub max_attempts: u32,
+    pub super_mandatory: bool,
+    pub super_rollout_date: String,
+    pub trusted_device_days: u32,
+    pub device_cookie: String,
+    pub smtp: RawSmtp,
+}
+
+impl Default for RawMfa {
+    fn default() -> Self {
+        RawMfa {
+            delivery: "log".into(),
+            webhook_url: None,
+            code_ttl_secs: 600,
+            max_attempts: 5,
+            super_mandatory: false,
+            super_rollout_date: "2026-01-01T00:00:00Z".into(),
+            trusted_device_days: 30,
+            device_cookie: "authgate_device".into(),
+            smtp: RawSmtp::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSmtp {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    /// "none" | "starttls" | "tls"
+    pub tls: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            host: "127.0.0.1".into(),
+            port: 25,
+            from: "no-reply@example.com".into(),
+            tls: "none".into(),
+            username: None,
+            password: None,
+            timeout_secs: 10,
+        }
+    }
 }

@@ -52,6 +52,7 @@ pub async fn change_password(
         .sessions
         .revoke_user(&caller.user.id, Some(&caller.claims.session_id))
         .await?;
+    gw.devices.forget_devices(&caller.user.id).await?;
     tracing::info!(user = %caller.user.id, other_sessions_ended = ended, "password changed");
     Ok(Reply::ok(
         json!({ "message": "Password changed successfully" }),

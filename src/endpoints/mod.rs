@@ -2,6 +2,7 @@
 //! plain values and returns a `Reply`, so handlers never touch the socket.
 
 mod account;
+mod mfa;
 mod refresh;
 mod register;
 mod signin;
@@ -26,7 +27,9 @@ pub enum Endpoint {
     Refresh,
     Me,
     ChangePassword,
+    MfaVerify,
     Signout,
+    SignoutAll,
 }
 
 impl Endpoint {
@@ -38,7 +41,9 @@ impl Endpoint {
             "/api/user/refresh/profile" => Some(Endpoint::Refresh),
             "/api/auth/me" => Some(Endpoint::Me),
             "/api/auth/change-password" => Some(Endpoint::ChangePassword),
+            "/api/auth/mfa/verify" => Some(Endpoint::MfaVerify),
             "/api/auth/signout" => Some(Endpoint::Signout),
+            "/api/auth/signout-all" => Some(Endpoint::SignoutAll),
             _ => None,
         }
     }
@@ -54,7 +59,11 @@ impl Endpoint {
     pub fn is_credential(self) -> bool {
         matches!(
             self,
-            Endpoint::Signin | Endpoint::Login | Endpoint::Register | Endpoint::ChangePassword
+            Endpoint::Signin
+                | Endpoint::Login
+                | Endpoint::Register
+                | Endpoint::ChangePassword
+                | Endpoint::MfaVerify
         )
     }
 
@@ -62,7 +71,11 @@ impl Endpoint {
     pub fn needs_caller(self) -> bool {
         matches!(
             self,
-            Endpoint::Refresh | Endpoint::Me | Endpoint::ChangePassword | Endpoint::Signout
+            Endpoint::Refresh
+                | Endpoint::Me
+                | Endpoint::ChangePassword
+                | Endpoint::Signout
+                | Endpoint::SignoutAll
         )
     }
 }
@@ -74,6 +87,8 @@ pub struct Request<'a> {
     pub caller: Option<Caller>,
     pub client_ip: IpAddr,
     pub now: i64,
+    /// The trusted-device cookie, when the client sent one.
+    pub device_cookie: Option<String>,
 }
 
 impl Request<'_> {
@@ -96,6 +111,11 @@ impl Reply {
             headers: Vec::new(),
         }
     }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 pub async fn handle(
@@ -111,7 +131,9 @@ pub async fn handle(
         Endpoint::Refresh => refresh::refresh(gw, live, req).await,
         Endpoint::Me => account::me(req),
         Endpoint::ChangePassword => account::change_password(gw, live, req).await,
+        Endpoint::MfaVerify => mfa::verify(gw, live, req).await,
         Endpoint::Signout => signout::signout(gw, req).await,
+        Endpoint::SignoutAll => signout::signout_all(gw, req).await,
     }
 }
 

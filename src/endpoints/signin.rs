@@ -14,6 +14,9 @@ use crate::views::{self, Family};
 pub struct Credentials {
     pub email: String,
     pub password: String,
+    /// A trusted-device token from an earlier MFA verify (the cookie works too).
+    #[serde(default, rename = "deviceToken")]
+    pub device_token: Option<String>,
 }
 
 pub async fn sign_in(
@@ -24,7 +27,11 @@ pub async fn sign_in(
 ) -> Result<Reply, GatewayError> {
     let creds: Credentials = parse_json(req.body)?;
     let (user, org) = check_password(gw, &creds.email, &creds.password, req.now).await?;
-    match admit(gw, live, &user, req.now).await? {
+    let device = creds
+        .device_token
+        .as_deref()
+        .or(req.device_cookie.as_deref());
+    match admit(gw, live, &user, family, device, req.now).await? {
         Admission::SignedIn { token } => {
             tracing::info!(user = %user.id, client = %req.client_ip, "signed in");
             Ok(Reply::ok(views::signed_in(
@@ -33,6 +40,10 @@ pub async fn sign_in(
                 &user,
                 org.as_deref(),
             )))
+        }
+        Admission::Challenge(body) => {
+            tracing::info!(user = %user.id, client = %req.client_ip, "mfa challenge issued");
+            Ok(Reply::ok(body))
         }
     }
 }

@@ -18,3 +18,15 @@ pub async fn signout(gw: &Gateway, req: Request<'_>) -> Result<Reply, GatewayErr
     tracing::info!(user = %caller.user.id, "signout");
     Ok(Reply::ok(json!({ "message": "Signed out successfully" })))
 }
+
+/// POST /api/auth/signout-all: end every session of the caller, and forget every device they
+/// trusted, so the next sign-in on any device asks for an MFA code again.
+pub async fn signout_all(gw: &Gateway, req: Request<'_>) -> Result<Reply, GatewayError> {
+    let caller = req.caller()?;
+    let ended = gw.sessions.revoke_user(&caller.user.id, None).await?;
+    gw.devices.forget_devices(&caller.user.id).await?;
+    tracing::info!(user = %caller.user.id, sessions = ended, "signed out everywhere");
+    Ok(Reply::ok(
+        json!({ "message": "Signed out of all sessions" }),
+    ))
+}

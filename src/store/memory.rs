@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 
 use super::users_file::{UsersFile, UsersFileError};
-use super::{SessionStore, StoreError, StoreHealth, UserStore};
-use crate::model::{Org, Session, User};
+use super::{
+    Attempt, ChallengeStore, DeviceStore, SessionStore, StoreError, StoreHealth, UserStore,
+};
+use crate::model::{Challenge, Org, Session, User};
 
 /// Users and organizations, indexed for the lookups the request path makes.
 #[derive(Default)]
@@ -242,6 +244,100 @@ impl SessionStore for MemorySessions {
 
     async fn sweep(&self, now: i64) {
         self.sessions.retain(|_, s| s.is_live(now));
+    }
+}
+
+/// MFA challenges and trusted devices, in process.
+#[derive(Default)]
+pub struct MemoryMfa {
+    challenges: DashMap<String, Challenge>,
+    /// `user id` -> device token hash -> expiry.
+    devices: DashMap<String, HashMap<String, i64>>,
+}
+
+impl MemoryMfa {
+    fn forget_expired(&self, now: i64) {
+        self.challenges.retain(|_, c| c.expires_at > now);
+        self.devices.retain(|_, d| {
+            d.retain(|_, expires| *expires > now);
+            !d.is_empty()
+        });
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for MemoryMfa {
+    async fn create_challenge(&self, challenge: Challenge) -> Result<(), StoreError> {
+        self.challenges.insert(challenge.id.clone(), challenge);
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        max_attempts: u32,
+        now: i64,
+    ) -> Result<Attempt, StoreError> {
+        // The entry's lock makes compare-and-count one step.
+        let outcome = match self.challenges.get_mut(id) {
+            None => return Ok(Attempt::Unknown),
+            Some(mut c) => {
+                if c.expires_at <= now {
+                    Attempt::Unknown
+                } else if c.attempts >= max_attempts {
+                    return Ok(Attempt::Exhausted);
+                } else if !crate::mfa::same_hash(&c.code_hash, code_hash) {
+                    c.attempts += 1;
+                    return Ok(Attempt::Wrong {
+                        remaining: max_attempts - c.attempts,
+                    });
+                } else {
+                    Attempt::Passed(c.clone())
+                }
+            }
+        };
+        // Expired or passed: either way it is gone.
+        self.challenges.remove(id);
+        Ok(outcome)
+    }
+
+    async fn delete_challenge(&self, id: &str) -> Result<(), StoreError> {
+        self.challenges.remove(id);
+        Ok(())
+    }
+
+    async fn sweep(&self, now: i64) {
+        self.forget_expired(now);
+    }
+}
+
+#[async_trait]
+impl DeviceStore for MemoryMfa {
+    async fn trust_device(
+        &self,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.devices
+            .entry(user_id.to_owned())
+            .or_default()
+            .insert(hash.to_owned(), expires_at);
+        Ok(())
+    }
+
+    async fn is_trusted(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .devices
+            .get(user_id)
+            .and_then(|d| d.get(hash).copied())
+            .is_some_and(|expires| expires > now))
+    }
+
+    async fn forget_devices(&self, user_id: &str) -> Result<(), StoreError> {
+        self.devices.remove(user_id);
+        Ok(())
     }
 }
 

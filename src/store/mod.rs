@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{Org, Session, User};
+use crate::model::{Challenge, Org, Session, User};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -58,6 +58,51 @@ pub trait SessionStore: Send + Sync {
     async fn sweep(&self, now: i64);
 }
 
+/// What one guess at an MFA code came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// No such challenge: never issued, expired, or already used.
+    Unknown,
+    /// Too many wrong codes: the challenge is dead, even for the right code.
+    Exhausted,
+    Wrong {
+        remaining: u32,
+    },
+    /// The right code; the challenge is used up.
+    Passed(Challenge),
+}
+
+/// Email MFA challenges.
+#[async_trait]
+pub trait ChallengeStore: Send + Sync {
+    async fn create_challenge(&self, challenge: Challenge) -> Result<(), StoreError>;
+    /// Compare `code_hash` and count a wrong guess in one atomic step, so concurrent guesses
+    /// are all counted; the right code consumes the challenge.
+    async fn attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        max_attempts: u32,
+        now: i64,
+    ) -> Result<Attempt, StoreError>;
+    async fn delete_challenge(&self, id: &str) -> Result<(), StoreError>;
+    /// Forget expired challenges and devices; a no-op where the backend expires keys.
+    async fn sweep(&self, _now: i64) {}
+}
+
+/// Devices that passed MFA, by the hash of their device token.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    async fn trust_device(
+        &self,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    async fn is_trusted(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+    async fn forget_devices(&self, user_id: &str) -> Result<(), StoreError>;
+}
+
 /// Counters shared by every gateway instance: one hit on `key`, allowed `per_minute` times a
 /// minute. `Ok(None)` lets the request through; `Ok(Some(wait))` refuses it for `wait`.
 #[async_trait]
@@ -77,6 +122,8 @@ pub trait StoreHealth: Send + Sync {
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub challenges: Arc<dyn ChallengeStore>,
+    pub devices: Arc<dyn DeviceStore>,
     /// `None` when limits are kept in process only.
     pub limits: Option<Arc<dyn LimitStore>>,
     pub health: Arc<dyn StoreHealth>,

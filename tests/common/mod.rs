@@ -59,6 +59,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
+        Self::start_with_status(200)
+    }
+
+    /// An upstream (or webhook receiver) that answers every request with `status`.
+    pub fn start_with_status(status: u16) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -83,7 +88,7 @@ impl Upstream {
                     body: body.to_vec(),
                 });
                 (
-                    StatusCode::OK,
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                     [("content-type", "application/json")],
                     r#"{"upstream":true}"#,
                 )
@@ -576,4 +581,83 @@ pub fn redis_store(url_toml: &str, extra: &str) -> String {
     format!(
         "[store]\nbackend = \"redis\"\nredis_url = {url_toml}\nusers_file = \"USERS\"\nredis_key_prefix = \"ag:\"\n{extra}"
     )
+}
+
+/// A real SMTP server on a free port that accepts every message and keeps it.
+pub struct SmtpReceiver {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpReceiver {
+    pub fn start() -> SmtpReceiver {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind smtp");
+        let port = listener.local_addr().unwrap().port();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let store = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().expect("clone");
+                    let mut lines = BufReader::new(stream);
+                    let _ = out.write_all(b"220 test-smtp ready\r\n");
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.trim().to_ascii_uppercase();
+                        let reply: &[u8] = if verb.starts_with("EHLO") || verb.starts_with("HELO") {
+                            b"250-test-smtp\r\n250 8BITMIME\r\n"
+                        } else if verb == "DATA" {
+                            let _ = out.write_all(b"354 go ahead\r\n");
+                            let mut data = String::new();
+                            loop {
+                                line.clear();
+                                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" || line == ".\n" {
+                                    break;
+                                }
+                                data.push_str(&line);
+                            }
+                            store.lock().unwrap().push(data);
+                            b"250 queued\r\n"
+                        } else if verb == "QUIT" {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = out.write_all(reply);
+                    }
+                });
+            }
+        });
+        SmtpReceiver { port, messages }
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+/// The six-digit code in a message body or webhook payload.
+pub fn six_digits(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(5)).find_map(|i| {
+        let window = &text[i..i + 6];
+        let before = i
+            .checked_sub(1)
+            .map(|j| bytes[j].is_ascii_digit())
+            .unwrap_or(false);
+        let after = bytes.get(i + 6).is_some_and(u8::is_ascii_digit);
+        (window.bytes().all(|b| b.is_ascii_digit()) && !before && !after)
+            .then(|| window.to_string())
+    })
 }

@@ -11,6 +11,9 @@
 //! | `P{users}:org:<id>` | organization record, JSON |
 //! | `P{u:<user>}:s:<session>` | session, JSON, expiring with the session (`EXAT`) |
 //! | `P{u:<user>}:sessions` | set of the user's session ids |
+//! | `P{u:<user>}:dev:<hash>` | a trusted device (hash of its token), expiring with it |
+//! | `P{u:<user>}:devices` | set of the user's trusted device hashes |
+//! | `Pmfa:{<challenge>}` | MFA challenge, JSON (code hash, attempts), expiring with it |
 //! | `Prl:<bucket>:<ip>` | rate-limit state (GCRA theoretical arrival time, ms) |
 //!
 //! Changes are announced on the channel `Pevents`, so that every instance's cache drops what
@@ -30,9 +33,12 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use self::cache::{Cache, Event};
 use super::users_file::UsersFile;
-use super::{LimitStore, SessionStore, StoreError, StoreHealth, UserStore};
+use super::{
+    Attempt, ChallengeStore, DeviceStore, LimitStore, SessionStore, StoreError, StoreHealth,
+    UserStore,
+};
 use crate::config::RedisSettings;
-use crate::model::{Org, Session, User};
+use crate::model::{Challenge, Org, Session, User};
 
 /// A multiplexed connection to one server (reconnecting by itself) or to a cluster.
 #[derive(Clone)]
@@ -92,6 +98,15 @@ impl Keys {
     fn user_sessions(&self, user: &str) -> String {
         format!("{}{{u:{user}}}:sessions", self.prefix)
     }
+    fn device_prefix(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:dev:", self.prefix)
+    }
+    fn devices(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:devices", self.prefix)
+    }
+    fn challenge(&self, id: &str) -> String {
+        format!("{}mfa:{{{id}}}", self.prefix)
+    }
     fn limit(&self, key: &str) -> String {
         format!("{}rl:{key}", self.prefix)
     }
@@ -103,7 +118,8 @@ impl Keys {
     }
 }
 
-/// Store the session and index it under its user; the index lives as long as the longest session.
+/// Store a session (or trusted device) and index it under its user; the index lives as long as
+/// its longest-lived member.
 const CREATE_SESSION: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
@@ -135,7 +151,8 @@ local n = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return n";
 
-/// Every session key of the user shares the user's hash tag, so this stays in one slot.
+/// Delete every member of a user's index (sessions or devices) but ARGV[2]. Every key of the
+/// user shares the user's hash tag, so this stays in one slot.
 const REVOKE_USER: &str = r"
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -161,7 +178,24 @@ if allow_at > now then return allow_at - now end
 redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
 return 0";
 
+/// One guess at an MFA code: compare, and count a wrong one, atomically; the right code
+/// deletes the challenge. Returns {0} unknown, {2} exhausted, {3, remaining} wrong, {1, record}.
+const ATTEMPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return {0, ''} end
+local c = cjson.decode(v)
+local max = tonumber(ARGV[2])
+if c['attempts'] >= max then return {2, ''} end
+if c['code_hash'] ~= ARGV[1] then
+  c['attempts'] = c['attempts'] + 1
+  redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
+  return {3, tostring(max - c['attempts'])}
+end
+redis.call('DEL', KEYS[1])
+return {1, v}";
+
 struct Scripts {
+    attempt: Script,
     create_user: Script,
     create_session: Script,
     extend_session: Script,
@@ -259,6 +293,7 @@ impl RedisStore {
                 timeout,
                 cache: Cache::new(settings.session_cache),
                 scripts: Scripts {
+                    attempt: Script::new(ATTEMPT),
                     create_user: Script::new(CREATE_USER),
                     create_session: Script::new(CREATE_SESSION),
                     extend_session: Script::new(EXTEND_SESSION),
@@ -643,6 +678,99 @@ impl SessionStore for RedisStore {
 
     async fn sweep(&self, _now: i64) {
         // Redis expires sessions by itself (EXAT on every session key).
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for RedisStore {
+    async fn create_challenge(&self, challenge: Challenge) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let key = self.inner.keys.challenge(&challenge.id);
+        let expires_at = u64::try_from(challenge.expires_at).unwrap_or(0);
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(to_json(&challenge)?)
+            .arg("EXAT")
+            .arg(expires_at)
+            .to_owned();
+        self.run(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        max_attempts: u32,
+        now: i64,
+    ) -> Result<Attempt, StoreError> {
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.attempt.prepare_invoke();
+        call.key(self.inner.keys.challenge(id))
+            .arg(code_hash)
+            .arg(max_attempts);
+        let (outcome, detail): (i64, String) = self.run(call.invoke_async(&mut conn)).await?;
+        Ok(match outcome {
+            1 => {
+                let challenge: Challenge = serde_json::from_str(&detail)
+                    .map_err(|e| unavailable(format!("unreadable challenge: {e}")))?;
+                if challenge.expires_at <= now {
+                    Attempt::Unknown
+                } else {
+                    Attempt::Passed(challenge)
+                }
+            }
+            2 => Attempt::Exhausted,
+            3 => Attempt::Wrong {
+                remaining: detail.parse().unwrap_or(0),
+            },
+            _ => Attempt::Unknown,
+        })
+    }
+
+    async fn delete_challenge(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        self.run(conn.del::<_, ()>(self.inner.keys.challenge(id)))
+            .await
+    }
+}
+
+#[async_trait]
+impl DeviceStore for RedisStore {
+    async fn trust_device(
+        &self,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.create_session.prepare_invoke();
+        call.key(format!("{}{hash}", keys.device_prefix(user_id)))
+            .key(keys.devices(user_id))
+            .arg("1")
+            .arg(expires_at)
+            .arg(hash);
+        self.run(call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    async fn is_trusted(&self, user_id: &str, hash: &str, _now: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let key = format!("{}{hash}", self.inner.keys.device_prefix(user_id));
+        self.run(conn.exists::<_, bool>(key)).await
+    }
+
+    async fn forget_devices(&self, user_id: &str) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.revoke_user.prepare_invoke();
+        call.key(keys.devices(user_id))
+            .arg(keys.device_prefix(user_id))
+            .arg("");
+        self.run(call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
     }
 }
 
