@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Side-by-side load test on loopback: authgate (memory and Redis stores) against HAProxy
+# jwt_verify, plain nginx proxy_pass and a bare Pingora pass-through, all in front of the same
+# nginx upstream, all driven by the same wrk run.
+#
+#   benches/load/run.sh                 # DURATION=10 CONNECTIONS=32 by default
+#   DURATION=20 CONNECTIONS=64 benches/load/run.sh
+#
+# Each system under test is pinned to core 0 (one worker thread); wrk, the upstream and Redis
+# share core 1. Server CPU is read from /proc (utime + stime of every thread of every process
+# of the system) around the measured run, and divided by the requests wrk completed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+SUT_CPU=${SUT_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SECRET="load-test-secret-load-test-secret-0123456789"
+
+# --- what this needs ----------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v cmake >/dev/null || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+cargo build --release --quiet --bin authgate --example bare_pingora
+AUTHGATE=target/release/authgate
+BARE=target/release/examples/bare_pingora
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+pin() { taskset -c "$1" "${@:2}"; }
+# Background with `spawn CPU cmd... &`: exec keeps $! the server's own pid, so it can be measured and stopped.
+spawn() { exec taskset -c "$1" "${@:2}"; }
+
+# --- the fixed upstream: nginx answering a small 200 --------------------------------------
+UP=$(free_port)
+mkdir -p "$WORK/up"
+cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+EOF
+spawn "$LOAD_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+wait_port "$UP"
+
+# --- Redis ------------------------------------------------------------------------------------
+RP=$(free_port)
+spawn "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no >/dev/null & PIDS+=($!)
+wait_port "$RP"
+
+# --- authgate, memory and Redis stores -------------------------------------------------------
+authgate_conf() { # name port admin_port store_section
+  cat > "$WORK/$1.toml" <<EOF
+[server]
+listen = "127.0.0.1:$2"
+threads = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:$3"
+[token]
+secret = "$SECRET"
+[store]
+users_file = "conf/users.toml"
+$4
+[rate_limit]
+auth_per_minute = 1000
+[mfa]
+delivery = "webhook"
+webhook_url = "http://127.0.0.1:9/unused"
+[[upstreams]]
+name = "app"
+servers = ["127.0.0.1:$UP"]
+[[routes]]
+prefix = "/"
+upstream = "app"
+auth = "required"
+EOF
+}
+AG_MEM=$(free_port); AG_MEM_ADMIN=$(free_port)
+AG_RED=$(free_port); AG_RED_ADMIN=$(free_port)
+authgate_conf mem "$AG_MEM" "$AG_MEM_ADMIN" 'backend = "memory"'
+authgate_conf redis "$AG_RED" "$AG_RED_ADMIN" "backend = \"redis\"
+redis_url = \"redis://127.0.0.1:$RP\""
+RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/mem.log" & AG_MEM_PID=$!; PIDS+=($AG_MEM_PID)
+RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
+wait_port "$AG_MEM"; wait_port "$AG_RED"
+
+signin() {
+  curl -sf "http://127.0.0.1:$1/api/auth/signin" -H 'content-type: application/json' \
+    -d '{"email":"john.doe@mydomain.com","password":"iLovePria123"}' |
+    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
+}
+TOKEN_MEM=$(signin "$AG_MEM")
+TOKEN_RED=$(signin "$AG_RED")
+SESSION_ID=$(python3 -c 'import sys,json,base64; p=sys.argv[1].split(".")[1]; p+="="*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))["sessionId"])' "$TOKEN_MEM")
+
+# --- HAProxy: jwt_verify, expiry, a session map and a stick-table rate limit ----------------
+HA=$(free_port)
+echo "$SESSION_ID 1" > "$WORK/sessions.map"
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HA
+  stick-table type ip size 100k expire 60s store http_req_rate(60s)
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny deny_status 401 unless { var(txn.bearer) -m found }
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$SECRET") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.sid) var(txn.bearer),jwt_payload_query('\$.sessionId')
+  http-request deny deny_status 401 unless { var(txn.sid),map($WORK/sessions.map) -m found }
+  http-request del-header x-user-id
+  http-request set-header x-user-id %[var(txn.bearer),jwt_payload_query('\$._id')]
+  http-request set-header x-session-id %[var(txn.sid)]
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$UP
+EOF
+haproxy -c -q -f "$WORK/haproxy.cfg"
+spawn "$SUT_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HA_PID=$!; PIDS+=($HA_PID)
+wait_port "$HA"
+
+# --- plain nginx proxy_pass -----------------------------------------------------------------
+NG=$(free_port)
+mkdir -p "$WORK/ng"
+cat > "$WORK/ng/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/ng/nginx.pid;
+error_log $WORK/ng/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NG;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+spawn "$SUT_CPU" nginx -c "$WORK/ng/nginx.conf" -p "$WORK/ng" & NG_PID=$!; PIDS+=($NG_PID)
+wait_port "$NG"
+
+# --- bare Pingora -----------------------------------------------------------------------------
+BP=$(free_port)
+spawn "$SUT_CPU" "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" 2>"$WORK/bare.log" & BP_PID=$!; PIDS+=($BP_PID)
+wait_port "$BP"
+
+# Every check must pass before anything is measured: a refused request is cheap and would flatter.
+check() { # name url token
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "$2")
+  [ "$code" = 200 ] || { echo "$1 answered $code to an authenticated request" >&2; exit 1; }
+}
+check authgate-memory "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
+check authgate-redis "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
+check haproxy "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HA/api/cases")" = 401 ] || { echo "haproxy let an anonymous request through" >&2; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AG_MEM/api/cases")" = 401 ] || { echo "authgate let an anonymous request through" >&2; exit 1; }
+
+# CPU ticks (utime+stime) of a process tree: the process and its children, all threads.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+tree_pids() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() {
+  local total=0 p
+  for p in $(tree_pids "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+measure() { # name pid url token
+  local name=$1 pid=$2 url=$3 token=$4 hdr=()
+  [ -n "$token" ] && hdr=(-H "Authorization: Bearer $token")
+  pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdr[@]}" "$url" >/dev/null
+  local before after out
+  before=$(cpu_ticks "$pid")
+  out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "$url")
+  after=$(cpu_ticks "$pid")
+  local requests rps p50 p99 non2xx
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  [ -z "$non2xx" ] || { echo "$name: $non2xx non-2xx answers" >&2; echo "$out" >&2; exit 1; }
+  local us
+  us=$(awk -v t=$((after - before)) -v r="$requests" -v k="$TICK_US" 'BEGIN { printf "%.1f", t * k / r }')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$us" >> "$RESULTS"
+  echo "  measured $name" >&2
+}
+
+echo "Running: wrk -t1 -c$CONNECTIONS -d${DURATION}s per system (after ${WARMUP}s warm-up)" >&2
+measure "authgate (memory)" "$AG_MEM_PID" "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
+measure "authgate (redis)" "$AG_RED_PID" "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
+measure "haproxy jwt_verify" "$HA_PID" "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
+measure "bare pingora" "$BP_PID" "http://127.0.0.1:$BP/api/cases" ""
+measure "nginx proxy_pass" "$NG_PID" "http://127.0.0.1:$NG/api/cases" ""
+
+echo
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); systems pinned to core $SUT_CPU, wrk + upstream + redis to core $LOAD_CPU"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system"
+echo
+awk -F'\t' '
+  { name[NR]=$1; rps[NR]=$2; p50[NR]=$3; p99[NR]=$4; us[NR]=$5; idx[$1]=NR }
+  END {
+    printf "| %-20s | %10s | %9s | %9s | %14s |\n", "system", "req/s", "p50", "p99", "CPU us/req"
+    printf "|%s|%s|%s|%s|%s|\n", "----------------------", "------------", "-----------", "-----------", "----------------"
+    for (i = 1; i <= NR; i++) printf "| %-20s | %10.0f | %9s | %9s | %14s |\n", name[i], rps[i], p50[i], p99[i], us[i]
+    m = idx["authgate (memory)"]; r = idx["authgate (redis)"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; n = idx["nginx proxy_pass"]
+    print ""
+    print "| ratio | throughput | CPU per request |"
+    print "|---|---|---|"
+    printf "| authgate (memory) / haproxy jwt_verify | %.2f | %.2f |\n", rps[m] / rps[h], us[m] / us[h]
+    printf "| authgate (memory) / bare pingora | %.2f | %.2f |\n", rps[m] / rps[b], us[m] / us[b]
+    printf "| authgate (memory) / nginx proxy_pass | %.2f | %.2f |\n", rps[m] / rps[n], us[m] / us[n]
+    printf "| authgate (redis) / authgate (memory) | %.2f | %.2f |\n", rps[r] / rps[m], us[r] / us[m]
+  }' "$RESULTS"
