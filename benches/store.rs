@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
     let memory = MemorySessions::default();
     rt.block_on(memory.create(s.clone())).expect("create");
     g.bench_function("memory", |b| {
-        b.iter(|| rt.block_on(memory.get(black_box(&s.user_id), black_box(&s.id), now)))
+        b.iter(|| rt.block_on(memory.is_live(black_box(&s.user_id), black_box(&s.id), now)))
     });
 
     let redis = start_redis();
@@ -103,10 +103,10 @@ fn bench(c: &mut Criterion) {
         rt.block_on(cached.create(s.clone())).expect("create");
         rt.block_on(uncached.create(s.clone())).expect("create");
         g.bench_function("redis-cache-hit", |b| {
-            b.iter(|| rt.block_on(cached.get(black_box(&s.user_id), black_box(&s.id), now)))
+            b.iter(|| rt.block_on(cached.is_live(black_box(&s.user_id), black_box(&s.id), now)))
         });
         g.bench_function("redis-round-trip", |b| {
-            b.iter(|| rt.block_on(uncached.get(black_box(&s.user_id), black_box(&s.id), now)))
+            b.iter(|| rt.block_on(uncached.is_live(black_box(&s.user_id), black_box(&s.id), now)))
         });
     }
     g.finish();

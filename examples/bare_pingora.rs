@@ -1,5 +1,6 @@
-//! The floor under any Pingora gateway: a pass-through proxy with no filters at all, built with
-//! the same Pingora, allocator and server settings as authgate. Used by `benches/load/run.sh`.
+//! The floor under any Pingora gateway: a pass-through proxy with no filters at all, stock
+//! Pingora (its default modules, the system allocator), one worker thread.
+//! Used by `benches/load/run.sh`.
 //!
 //! cargo run --release --example bare_pingora -- 127.0.0.1:6190 127.0.0.1:3000
 //! curl http://127.0.0.1:6190/

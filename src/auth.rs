@@ -11,10 +11,11 @@ use crate::mfa;
 use crate::model::{AccountType, Challenge, Family, Org, Session, Status, User, normalize_email};
 use crate::proxy::Gateway;
 use crate::token::Claims;
+use crate::token::jwt::Verified;
 
 /// A caller whose token, session, account and organization all check out.
 pub struct Caller {
-    pub claims: Claims,
+    pub token: Arc<Verified>,
     pub user: Arc<User>,
     pub org: Option<Arc<Org>>,
 }
@@ -27,12 +28,13 @@ pub async fn authenticate(
     token: &str,
     now: i64,
 ) -> Result<Caller, GatewayError> {
-    let claims = live.keys.verify(token, now)?;
+    let verified = live.keys.verify(token, now)?;
+    let claims = &verified.claims;
     let session = gw
         .sessions
-        .get(&claims.user_id, &claims.session_id, now)
+        .is_live(&claims.user_id, &claims.session_id, now)
         .await?;
-    if session.is_none() {
+    if !session {
         return Err(GatewayError::SessionExpired);
     }
     let user = gw
@@ -41,7 +43,11 @@ pub async fn authenticate(
         .await?
         .ok_or(GatewayError::SessionExpired)?;
     let org = standing(gw, &user, now).await?;
-    Ok(Caller { claims, user, org })
+    Ok(Caller {
+        token: verified,
+        user,
+        org,
+    })
 }
 
 /// An account may act when it is active and its organization is active and paid up.

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// mimalloc: measured in benches/load (see BENCHMARKS.md); the request path allocates small,
+// short-lived buffers on every request, where glibc's malloc cost the most.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use authgate::config::{Backend, Config, process_env};
 use authgate::store::redis::RedisStore;
 use authgate::store::users_file::UsersFile;

@@ -27,7 +27,8 @@ use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
 use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
-use crate::token::{Claims, body_token, header_or_query_token};
+use crate::token::jwt::Verified;
+use crate::token::{body_token, header_or_query_token};
 use crate::upstream::{append_forwarded_for, set_identity_headers};
 
 /// The gateway's shared state; one instance serves every request.
@@ -48,7 +49,7 @@ pub struct RequestCtx {
     live: Option<Arc<Live>>,
     client_ip: IpAddr,
     route: Option<usize>,
-    identity: Option<Claims>,
+    identity: Option<Arc<Verified>>,
     /// Status of a response the gateway wrote itself.
     answered: Option<u16>,
 }
@@ -66,6 +67,11 @@ impl ProxyHttp for Gateway {
             identity: None,
             answered: None,
         }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response compression here (backends compress, or a CDN does): skipping Pingora's
+        // default module saves its per-request setup.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -136,7 +142,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        set_identity_headers(upstream_request, ctx.identity.as_ref())?;
+        set_identity_headers(upstream_request, ctx.identity.as_deref())?;
         append_forwarded_for(upstream_request, ctx.client_ip)
     }
 
@@ -191,7 +197,7 @@ impl ProxyHttp for Gateway {
             method = %req.method,
             uri = %redact_uri(&req.uri),
             status,
-            user = ctx.identity.as_ref().map(|c| c.user_id.as_str()).unwrap_or("-"),
+            user = ctx.identity.as_ref().map(|c| c.claims.user_id.as_str()).unwrap_or("-"),
             ms = ctx.started.elapsed().as_millis() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
@@ -277,16 +283,16 @@ impl Gateway {
         } else {
             None
         };
-        let Some(Caller { claims, .. }) = caller else {
+        let Some(Caller { token, .. }) = caller else {
             return match route.auth {
                 AuthMode::Required => Err(GatewayError::MissingToken),
                 _ => Ok(()),
             };
         };
-        if !route.allows(claims.account_type) {
+        if !route.allows(token.claims.account_type) {
             return Err(GatewayError::Forbidden);
         }
-        ctx.identity = Some(claims);
+        ctx.identity = Some(token);
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use crate::config::{AuthMode, Config, RouteSettings, UpstreamSettings};
 use crate::model::AccountType;
 use crate::ratelimit::RateLimiter;
 use crate::store::LimitStore;
-use crate::token::Claims;
+use crate::token::jwt::Verified;
 
 /// Headers that carry the caller's identity to the upstream. Whatever a client sends under
 /// these names is removed first, on every route, so only the gateway can set them.
@@ -124,17 +124,17 @@ impl Router {
 /// when the request was authenticated.
 pub fn set_identity_headers(
     req: &mut RequestHeader,
-    identity: Option<&Claims>,
+    identity: Option<&Verified>,
 ) -> pingora::Result<()> {
     for name in IDENTITY_HEADERS {
-        while req.remove_header(name).is_some() {}
+        if req.headers.contains_key(name) {
+            while req.remove_header(name).is_some() {}
+        }
     }
-    if let Some(c) = identity {
-        req.insert_header("x-user-id", c.user_id.as_str())?;
-        req.insert_header("x-user-email", c.email.as_str())?;
-        req.insert_header("x-account-type", c.account_type.as_str())?;
-        req.insert_header("x-session-id", c.session_id.as_str())?;
-        req.insert_header("x-customer-id", c.customer_id.as_str())?;
+    if let Some(identity) = identity {
+        for (name, value) in IDENTITY_HEADERS.into_iter().zip(&identity.header_values) {
+            req.insert_header(name, value.clone())?;
+        }
     }
     Ok(())
 }
@@ -198,7 +198,7 @@ mod tests {
         for h in IDENTITY_HEADERS {
             assert!(req.headers.get(h).is_none(), "{h}");
         }
-        let claims = Claims {
+        let claims = crate::token::Claims {
             user_id: "u".into(),
             email: "e@x".into(),
             customer_id: "c".into(),
@@ -208,7 +208,9 @@ mod tests {
             exp: 1,
         };
         req.append_header("x-user-id", "evil").unwrap();
-        set_identity_headers(&mut req, Some(&claims)).unwrap();
+        let keys = crate::token::JwtKeys::new(b"0123456789abcdef0123456789abcdef");
+        let verified = keys.verify(&keys.issue(&claims).unwrap(), 0).unwrap();
+        set_identity_headers(&mut req, Some(&verified)).unwrap();
         assert_eq!(req.headers.get_all("x-user-id").iter().count(), 1);
         assert_eq!(req.headers["x-user-id"], "u");
         assert_eq!(req.headers["x-account-type"], "user");

@@ -50,7 +50,7 @@ pub async fn change_password(
         .await?;
     let ended = gw
         .sessions
-        .revoke_user(&caller.user.id, Some(&caller.claims.session_id))
+        .revoke_user(&caller.user.id, Some(&caller.token.claims.session_id))
         .await?;
     gw.devices.forget_devices(&caller.user.id).await?;
     tracing::info!(user = %caller.user.id, other_sessions_ended = ended, "password changed");

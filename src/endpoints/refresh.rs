@@ -11,7 +11,7 @@ use crate::views;
 
 pub async fn refresh(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     let caller = req.caller()?;
-    let session_id = &caller.claims.session_id;
+    let session_id = &caller.token.claims.session_id;
     let expires_at = req.now.saturating_add(live.validity_secs());
     // The session slides with the token: both end a full lifetime from now.
     if !gw

@@ -10,7 +10,7 @@ pub async fn signout(gw: &Gateway, req: Request<'_>) -> Result<Reply, GatewayErr
     let caller = req.caller()?;
     if !gw
         .sessions
-        .revoke(&caller.user.id, &caller.claims.session_id)
+        .revoke(&caller.user.id, &caller.token.claims.session_id)
         .await?
     {
         return Err(GatewayError::SessionExpired);

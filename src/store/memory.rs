@@ -204,12 +204,11 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
-    async fn get(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
         Ok(self
             .sessions
             .get(id)
-            .filter(|s| s.is_live(now) && s.user_id == user_id)
-            .map(|s| s.clone()))
+            .is_some_and(|s| s.is_live(now) && s.user_id == user_id))
     }
 
     async fn extend(
@@ -372,17 +371,17 @@ mod tests {
     async fn session_lifecycle() {
         let store = MemorySessions::default();
         store.create(session("a", "u", 100)).await.unwrap();
-        assert!(store.get("u", "a", 50).await.unwrap().is_some());
+        assert!(store.is_live("u", "a", 50).await.unwrap());
         assert!(
-            store.get("v", "a", 50).await.unwrap().is_none(),
+            !store.is_live("v", "a", 50).await.unwrap(),
             "owner must match"
         );
         assert!(
-            store.get("u", "a", 100).await.unwrap().is_none(),
+            !store.is_live("u", "a", 100).await.unwrap(),
             "dead at expires_at"
         );
         assert!(store.extend("u", "a", 200, 50).await.unwrap());
-        assert!(store.get("u", "a", 150).await.unwrap().is_some());
+        assert!(store.is_live("u", "a", 150).await.unwrap());
         assert!(
             !store.extend("u", "a", 500, 250).await.unwrap(),
             "a dead session is not revived"
@@ -392,7 +391,7 @@ mod tests {
             "only the owner's session is revoked"
         );
         assert!(store.revoke("u", "a").await.unwrap());
-        assert!(store.get("u", "a", 10).await.unwrap().is_none());
+        assert!(!store.is_live("u", "a", 10).await.unwrap());
     }
 
     #[tokio::test]
@@ -402,9 +401,9 @@ mod tests {
             store.create(session(id, user, 100)).await.unwrap();
         }
         assert_eq!(store.revoke_user("u", Some("b")).await.unwrap(), 1);
-        assert!(store.get("u", "a", 0).await.unwrap().is_none());
-        assert!(store.get("u", "b", 0).await.unwrap().is_some());
-        assert!(store.get("v", "c", 0).await.unwrap().is_some());
+        assert!(!store.is_live("u", "a", 0).await.unwrap());
+        assert!(store.is_live("u", "b", 0).await.unwrap());
+        assert!(store.is_live("v", "c", 0).await.unwrap());
     }
 
     #[tokio::test]

@@ -40,8 +40,8 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn create(&self, session: Session) -> Result<(), StoreError>;
-    /// The session if it exists and is live at `now`.
-    async fn get(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
+    /// Whether the session exists, belongs to `user_id` and is live at `now`.
+    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Move a live session's expiry; false when the session is already dead.
     async fn extend(
         &self,

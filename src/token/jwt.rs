@@ -1,5 +1,14 @@
 //! HS256 issue and verification, with the algorithm pinned and expiry checked against a given time.
+//!
+//! A token that verified once is remembered (keyed by its full text), so the requests that
+//! follow with the same token skip the base64, JSON and HMAC work; expiry is still checked
+//! against the clock on every use. Only exact byte-for-byte matches of a token that passed full
+//! verification hit, so the cache cannot be used to smuggle a token in.
 
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -23,11 +32,39 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// A verified token's claims, with the identity header values for the upstream already built.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub claims: Claims,
+    /// `X-User-Id`, `X-User-Email`, `X-Account-Type`, `X-Session-Id`, `X-Customer-Id`.
+    pub header_values: [HeaderValue; 5],
+}
+
+impl Verified {
+    fn new(claims: Claims) -> Verified {
+        let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Verified {
+            header_values: [
+                value(&claims.user_id),
+                value(&claims.email),
+                HeaderValue::from_static(claims.account_type.as_str()),
+                value(&claims.session_id),
+                value(&claims.customer_id),
+            ],
+            claims,
+        }
+    }
+}
+
+/// Upper bound on remembered tokens; past it the cache starts over.
+const MAX_CACHED_TOKENS: usize = 100_000;
+
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     header: Header,
     validation: Validation,
+    verified: DashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>,
 }
 
 impl JwtKeys {
@@ -44,6 +81,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             header: Header::new(Algorithm::HS256),
             validation,
+            verified: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
@@ -53,7 +91,27 @@ impl JwtKeys {
     }
 
     /// Check signature, algorithm and shape, then expiry against `now` (Unix seconds).
-    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, GatewayError> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Verified>, GatewayError> {
+        if let Some(hit) = self.verified.get(token) {
+            let verified = Arc::clone(hit.value());
+            drop(hit);
+            if verified.claims.exp <= now {
+                self.verified.remove(token);
+                return Err(GatewayError::TokenExpired);
+            }
+            return Ok(verified);
+        }
+        let claims = self.verify_uncached(token, now)?;
+        let verified = Arc::new(Verified::new(claims));
+        if self.verified.len() >= MAX_CACHED_TOKENS {
+            self.verified.clear();
+        }
+        self.verified.insert(token.into(), Arc::clone(&verified));
+        Ok(verified)
+    }
+
+    /// Full verification, without the cache.
+    pub fn verify_uncached(&self, token: &str, now: i64) -> Result<Claims, GatewayError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => GatewayError::InvalidSignature,
@@ -96,7 +154,19 @@ mod tests {
     fn round_trip() {
         let keys = JwtKeys::new(SECRET);
         let token = keys.issue(&claims(2_000)).unwrap();
-        assert_eq!(keys.verify(&token, 1_500).unwrap(), claims(2_000));
+        assert_eq!(keys.verify(&token, 1_500).unwrap().claims, claims(2_000));
+        // Second use comes from the cache, and expiry still applies to it.
+        assert_eq!(keys.verify(&token, 1_600).unwrap().claims, claims(2_000));
+        assert_eq!(keys.verify(&token, 2_000), Err(GatewayError::TokenExpired));
+    }
+
+    #[test]
+    fn cached_headers_match_the_claims() {
+        let keys = JwtKeys::new(SECRET);
+        let v = keys.verify(&keys.issue(&claims(2_000)).unwrap(), 1_500).unwrap();
+        assert_eq!(v.header_values[0], "u1");
+        assert_eq!(v.header_values[2], "user");
+        assert_eq!(v.header_values[3], "s1");
     }
 
     #[test]

@@ -79,13 +79,12 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn session(&self, user_id: &str, id: &str, now: i64) -> Option<Session> {
-        if !self.on() {
-            return None;
-        }
-        let entry = self.sessions.get(id)?;
-        let (s, at) = entry.value();
-        (s.user_id == user_id && s.is_live(now) && at.elapsed() < self.ttl).then(|| s.clone())
+    pub fn has_session(&self, user_id: &str, id: &str, now: i64) -> bool {
+        self.on()
+            && self.sessions.get(id).is_some_and(|entry| {
+                let (s, at) = entry.value();
+                s.user_id == user_id && s.is_live(now) && at.elapsed() < self.ttl
+            })
     }
 
     pub fn put_session(&self, generation: u64, session: Session) {
@@ -185,14 +184,14 @@ mod tests {
     fn unusable_until_subscribed() {
         let c = Cache::new(Duration::from_secs(30));
         c.put_session(c.generation(), session("a"));
-        assert!(c.session("u", "a", 0).is_none());
+        assert!(!c.has_session("u", "a", 0));
         c.reset(true);
         c.put_session(c.generation(), session("a"));
-        assert!(c.session("u", "a", 0).is_some());
-        assert!(c.session("other", "a", 0).is_none());
-        assert!(c.session("u", "a", 100).is_none(), "expired");
+        assert!(c.has_session("u", "a", 0));
+        assert!(!c.has_session("other", "a", 0));
+        assert!(!c.has_session("u", "a", 100), "expired");
         c.reset(false);
-        assert!(c.session("u", "a", 0).is_none());
+        assert!(!c.has_session("u", "a", 0));
     }
 
     #[test]
@@ -202,7 +201,7 @@ mod tests {
         let before = c.generation();
         c.apply(Event::SessionRevoked("a"));
         c.put_session(before, session("a"));
-        assert!(c.session("u", "a", 0).is_none());
+        assert!(!c.has_session("u", "a", 0));
     }
 
     #[test]
@@ -212,10 +211,10 @@ mod tests {
         c.put_session(c.generation(), session("a"));
         c.put_session(c.generation(), session("b"));
         c.apply(Event::decode("s a"));
-        assert!(c.session("u", "a", 0).is_none());
-        assert!(c.session("u", "b", 0).is_some());
+        assert!(!c.has_session("u", "a", 0));
+        assert!(c.has_session("u", "b", 0));
         c.apply(Event::decode("us u"));
-        assert!(c.session("u", "b", 0).is_none());
+        assert!(!c.has_session("u", "b", 0));
     }
 
     #[test]

@@ -615,20 +615,21 @@ impl SessionStore for RedisStore {
             .map(drop)
     }
 
-    async fn get(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
         let cache = &self.inner.cache;
-        if let Some(session) = cache.session(user_id, id, now) {
-            return Ok(Some(session));
+        if cache.has_session(user_id, id, now) {
+            return Ok(true);
         }
         let generation = cache.generation();
         let session = self
             .get_json::<Session>(self.inner.keys.session(user_id, id))
             .await?
             .filter(|s| s.is_live(now) && s.user_id == user_id);
-        if let Some(session) = &session {
-            cache.put_session(generation, session.clone());
+        let live = session.is_some();
+        if let Some(session) = session {
+            cache.put_session(generation, session);
         }
-        Ok(session)
+        Ok(live)
     }
 
     async fn extend(
