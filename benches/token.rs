@@ -68,7 +68,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hs256", |b| {
         b.iter(|| keys.verify_uncached(black_box(&t), now).is_ok())
     });
-    g.bench_function("hs256-cached", |b| b.iter(|| keys.verify(black_box(&t), now).is_ok()));
+    g.bench_function("hs256-cached", |b| {
+        b.iter(|| keys.verify(black_box(&t), now).is_ok())
+    });
     g.bench_function("hs256-bad-signature", |b| {
         let other = JwtKeys::new(b"another-secret-another-secret-another!!");
         b.iter(|| other.verify_uncached(black_box(&t), now).is_err())

@@ -43,7 +43,8 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, PassThrough { upstream });
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, PassThrough { upstream });
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();

@@ -73,6 +73,7 @@ fn server_conf(config: &Config) -> ServerConf {
     let pid = std::process::id();
     ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
         // Per-process paths, so several gateways (or tests) can run side by side.

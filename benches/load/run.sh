@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}          # each system is measured this often, interleaved; the best round counts
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
@@ -75,12 +76,13 @@ spawn "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendo
 wait_port "$RP"
 
 # --- authgate, memory and Redis stores -------------------------------------------------------
-authgate_conf() { # name port admin_port store_section
+authgate_conf() { # name port admin_port store_section [work_stealing]
   cat > "$WORK/$1.toml" <<EOF
 [server]
 listen = "127.0.0.1:$2"
 threads = 1
 access_log = false
+work_stealing = ${5:-false}
 [admin]
 listen = "127.0.0.1:$3"
 [token]
@@ -104,12 +106,16 @@ EOF
 }
 AG_MEM=$(free_port); AG_MEM_ADMIN=$(free_port)
 AG_RED=$(free_port); AG_RED_ADMIN=$(free_port)
+AG_WS=$(free_port); AG_WS_ADMIN=$(free_port)
 authgate_conf mem "$AG_MEM" "$AG_MEM_ADMIN" 'backend = "memory"'
+authgate_conf ws "$AG_WS" "$AG_WS_ADMIN" 'backend = "memory"' true
 authgate_conf redis "$AG_RED" "$AG_RED_ADMIN" "backend = \"redis\"
 redis_url = \"redis://127.0.0.1:$RP\""
 RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/mem.log" & AG_MEM_PID=$!; PIDS+=($AG_MEM_PID)
 RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
-wait_port "$AG_MEM"; wait_port "$AG_RED"
+# The same, on a work-stealing runtime: the setting authgate does not use, measured for the record.
+RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/ws.toml" 2>"$WORK/ws.log" & AG_WS_PID=$!; PIDS+=($AG_WS_PID)
+wait_port "$AG_MEM"; wait_port "$AG_RED"; wait_port "$AG_WS"
 
 signin() {
   curl -sf "http://127.0.0.1:$1/api/auth/signin" -H 'content-type: application/json' \
@@ -118,6 +124,7 @@ signin() {
 }
 TOKEN_MEM=$(signin "$AG_MEM")
 TOKEN_RED=$(signin "$AG_RED")
+TOKEN_WS=$(signin "$AG_WS")
 SESSION_ID=$(python3 -c 'import sys,json,base64; p=sys.argv[1].split(".")[1]; p+="="*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))["sessionId"])' "$TOKEN_MEM")
 
 # --- HAProxy: jwt_verify, expiry, a session map and a stick-table rate limit ----------------
@@ -234,20 +241,26 @@ measure() { # name pid url token
   echo "  measured $name" >&2
 }
 
-echo "Running: wrk -t1 -c$CONNECTIONS -d${DURATION}s per system (after ${WARMUP}s warm-up)" >&2
-measure "authgate (memory)" "$AG_MEM_PID" "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
-measure "authgate (redis)" "$AG_RED_PID" "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
-measure "haproxy jwt_verify" "$HA_PID" "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
-measure "bare pingora" "$BP_PID" "http://127.0.0.1:$BP/api/cases" ""
-measure "nginx proxy_pass" "$NG_PID" "http://127.0.0.1:$NG/api/cases" ""
+echo "Running: wrk -t1 -c$CONNECTIONS -d${DURATION}s per system (after ${WARMUP}s warm-up), $ROUNDS rounds" >&2
+for _ in $(seq 1 "$ROUNDS"); do
+  measure "authgate (memory)" "$AG_MEM_PID" "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
+  measure "authgate (redis)" "$AG_RED_PID" "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
+  measure "authgate (work-steal)" "$AG_WS_PID" "http://127.0.0.1:$AG_WS/api/cases" "$TOKEN_WS"
+  measure "haproxy jwt_verify" "$HA_PID" "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
+  measure "bare pingora" "$BP_PID" "http://127.0.0.1:$BP/api/cases" ""
+  measure "nginx proxy_pass" "$NG_PID" "http://127.0.0.1:$NG/api/cases" ""
+done
 
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); systems pinned to core $SUT_CPU, wrk + upstream + redis to core $LOAD_CPU"
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system, best of $ROUNDS interleaved rounds (the machine is a VM: other tenants steal time)"
 echo
 awk -F'\t' '
-  { name[NR]=$1; rps[NR]=$2; p50[NR]=$3; p99[NR]=$4; us[NR]=$5; idx[$1]=NR }
+  # The best round per system: the one with the highest throughput.
+  !($1 in idx) { n++; idx[$1]=n; name[n]=$1 }
+  { i=idx[$1]; if ($2 > rps[i]) { rps[i]=$2; p50[i]=$3; p99[i]=$4; us[i]=$5 } }
   END {
+    NR=n
     printf "| %-20s | %10s | %9s | %9s | %14s |\n", "system", "req/s", "p50", "p99", "CPU us/req"
     printf "|%s|%s|%s|%s|%s|\n", "----------------------", "------------", "-----------", "-----------", "----------------"
     for (i = 1; i <= NR; i++) printf "| %-20s | %10.0f | %9s | %9s | %14s |\n", name[i], rps[i], p50[i], p99[i], us[i]
@@ -259,4 +272,6 @@ awk -F'\t' '
     printf "| authgate (memory) / bare pingora | %.2f | %.2f |\n", rps[m] / rps[b], us[m] / us[b]
     printf "| authgate (memory) / nginx proxy_pass | %.2f | %.2f |\n", rps[m] / rps[n], us[m] / us[n]
     printf "| authgate (redis) / authgate (memory) | %.2f | %.2f |\n", rps[r] / rps[m], us[r] / us[m]
+    w = idx["authgate (work-steal)"]
+    printf "| authgate work-stealing / single-threaded runtime | %.2f | %.2f |\n", rps[w] / rps[m], us[w] / us[m]
   }' "$RESULTS"

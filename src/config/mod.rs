@@ -74,6 +74,9 @@ pub struct ServerSettings {
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub access_log: bool,
+    /// One work-stealing runtime for all worker threads, or one single-threaded runtime per
+    /// worker thread (Pingora's "no steal" mode).
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +364,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             upstream_connect_timeout: Duration::from_millis(s.upstream_connect_timeout_ms),
             upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
             access_log: s.access_log,
+            work_stealing: s.work_stealing,
         }
     };
 

@@ -31,6 +31,7 @@ pub struct RawServer {
     pub upstream_connect_timeout_ms: u64,
     pub upstream_read_timeout_ms: u64,
     pub access_log: bool,
+    pub work_stealing: bool,
 }
 
 impl Default for RawServer {
@@ -45,6 +46,7 @@ impl Default for RawServer {
             upstream_connect_timeout_ms: 2_000,
             upstream_read_timeout_ms: 60_000,
             access_log: true,
+            work_stealing: false,
         }
     }
 }

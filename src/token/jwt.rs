@@ -42,7 +42,8 @@ pub struct Verified {
 
 impl Verified {
     fn new(claims: Claims) -> Verified {
-        let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let value =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
         Verified {
             header_values: [
                 value(&claims.user_id),
@@ -163,7 +164,9 @@ mod tests {
     #[test]
     fn cached_headers_match_the_claims() {
         let keys = JwtKeys::new(SECRET);
-        let v = keys.verify(&keys.issue(&claims(2_000)).unwrap(), 1_500).unwrap();
+        let v = keys
+            .verify(&keys.issue(&claims(2_000)).unwrap(), 1_500)
+            .unwrap();
         assert_eq!(v.header_values[0], "u1");
         assert_eq!(v.header_values[2], "user");
         assert_eq!(v.header_values[3], "s1");
