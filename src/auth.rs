@@ -51,7 +51,11 @@ pub async fn authenticate(
 }
 
 /// An account may act when it is active and its organization is active and paid up.
-async fn standing(gw: &Gateway, user: &User, now: i64) -> Result<Option<Arc<Org>>, GatewayError> {
+pub async fn standing(
+    gw: &Gateway,
+    user: &User,
+    now: i64,
+) -> Result<Option<Arc<Org>>, GatewayError> {
     if user.status == Status::Disabled {
         return Err(GatewayError::AccountDisabled);
     }

@@ -4,11 +4,11 @@
 use serde::Deserialize;
 
 use super::{Reply, Request, parse_json};
-use crate::auth::start_session;
+use crate::auth::{standing, start_session};
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::mfa;
-use crate::model::{Status, User};
+use crate::model::User;
 use crate::proxy::Gateway;
 use crate::store::Attempt;
 use crate::views;
@@ -45,16 +45,7 @@ pub async fn verify(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply
         .user_by_id(&challenge.user_id)
         .await?
         .ok_or(GatewayError::ChallengeGone)?;
-    if user.status == Status::Disabled {
-        return Err(GatewayError::AccountDisabled);
-    }
-    let org = gw.users.org(&user.org).await?;
-    if let Some(org) = &org {
-        let now = chrono::DateTime::from_timestamp(req.now, 0).unwrap_or_default();
-        if !org.is_usable(now) {
-            return Err(GatewayError::FirmDisabled);
-        }
-    }
+    let org = standing(gw, &user, req.now).await?;
     if challenge.mandatory_super && !user.mfa_enabled {
         // Enrolled by passing the mandatory challenge: from now on this account always has MFA.
         let enrolled = User {
