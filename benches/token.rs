@@ -1,4 +1,5 @@
-//! The per-request cost of finding and verifying a token, for each location.
+//! The per-request cost of finding and verifying a token, for each location, and of adding
+//! the identity headers to the forwarded request.
 //!
 //! Run with `cargo bench --bench token`.
 
@@ -6,7 +7,8 @@ use std::hint::black_box;
 
 use authgate::model::AccountType;
 use authgate::token::{Claims, JwtKeys, body_token, header_or_query_token};
-use criterion::{Criterion, criterion_group, criterion_main};
+use authgate::upstream::{append_forwarded_for, set_identity_headers};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pingora::http::RequestHeader;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
@@ -96,6 +98,29 @@ fn bench(c: &mut Criterion) {
             keys.verify_uncached(&tok, now).is_ok()
         })
     });
+    g.finish();
+
+    // What the gateway adds to every forwarded request: the identity headers of the verified
+    // token (after removing any the client sent) and X-Forwarded-For.
+    let verified = keys.verify(&t, now).expect("verified");
+    let client = std::net::IpAddr::from([203, 0, 113, 7]);
+    let spoofed = request("/api/cases", &[("X-User-Id", "someone-else".into())]);
+    let mut g = c.benchmark_group("forward");
+    for (name, req) in [
+        ("identity-headers", &bearer),
+        ("identity-headers-spoofed", &spoofed),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || req.clone(),
+                |req| {
+                    set_identity_headers(req, Some(&verified)).expect("identity");
+                    append_forwarded_for(req, client).expect("xff");
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -29,7 +29,7 @@ use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
-use crate::upstream::{append_forwarded_for, set_identity_headers};
+use crate::upstream::{append_forwarded_for, set_identity_headers, upstream_request_policy};
 
 /// The gateway's shared state; one instance serves every request.
 pub struct Gateway {
@@ -114,7 +114,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let (Some(live), Some(index)) = (ctx.live.as_ref(), ctx.route) else {
@@ -126,14 +126,12 @@ impl ProxyHttp for Gateway {
         let Some(route) = live.router.route(index) else {
             return Err(Error::explain(ErrorType::HTTPStatus(502), "route vanished"));
         };
-        let backend = route.upstream.lb.select(b"", 256).ok_or_else(|| {
+        let peer = route.upstream.select().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server")
         })?;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        let server = &live.config.server;
-        peer.options.connection_timeout = Some(server.upstream_connect_timeout);
-        peer.options.read_timeout = Some(server.upstream_read_timeout);
-        Ok(Box::new(peer))
+        let mut peer = Box::new(peer.clone());
+        peer.options.http_upstream_request_policy = upstream_request_policy(session.req_header());
+        Ok(peer)
     }
 
     async fn upstream_request_filter(

@@ -3,13 +3,17 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{LoadBalancer, health_check::TcpHealthCheck};
+use pingora::lb::{Backend, LoadBalancer, health_check::TcpHealthCheck};
+use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 
-use crate::config::{AuthMode, Config, RouteSettings, UpstreamSettings};
+use crate::config::{AuthMode, Config, RouteSettings, ServerSettings, UpstreamSettings};
 use crate::model::AccountType;
 use crate::ratelimit::RateLimiter;
 use crate::store::LimitStore;
@@ -27,21 +31,83 @@ pub const IDENTITY_HEADERS: [&str; 5] = [
 
 pub struct Upstream {
     pub name: String,
+    /// The servers and their health, kept up to date by Pingora's health checks.
     pub lb: LoadBalancer<RoundRobin>,
     pub health_check: Duration,
+    /// Every server with its peer prebuilt, in a fixed order for taking turns.
+    servers: Vec<(Backend, HttpPeer)>,
+    next: AtomicUsize,
 }
 
 impl Upstream {
-    fn build(settings: &UpstreamSettings) -> std::io::Result<Upstream> {
+    fn build(settings: &UpstreamSettings, server: &ServerSettings) -> std::io::Result<Upstream> {
         let mut lb =
             LoadBalancer::<RoundRobin>::try_from_iter(settings.servers.iter().map(String::as_str))?;
         lb.set_health_check(TcpHealthCheck::new());
         lb.health_check_frequency = Some(settings.health_check);
+        let servers = lb
+            .backends()
+            .get_backend()
+            .iter()
+            .map(|backend| {
+                let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+                peer.options.connection_timeout = Some(server.upstream_connect_timeout);
+                peer.options.read_timeout = Some(server.upstream_read_timeout);
+                (backend.clone(), peer)
+            })
+            .collect();
         Ok(Upstream {
             name: settings.name.clone(),
             lb,
             health_check: settings.health_check,
+            servers,
+            next: AtomicUsize::new(0),
         })
+    }
+
+    /// The next healthy server, round robin, as the peer to connect to.
+    ///
+    /// Pingora's `LoadBalancer::select` does the same through a hash set of visited backends
+    /// and a clone of the chosen one, about 1.6k instructions a request; taking turns over the
+    /// prebuilt list and asking the same health state costs a fraction of that.
+    pub fn select(&self) -> Option<&HttpPeer> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .filter_map(|i| self.servers.get(start.wrapping_add(i) % n))
+            .find(|(backend, _)| self.lb.backends().ready(backend))
+            .map(|(_, peer)| peer)
+    }
+}
+
+/// Hop-by-hop fields, which Pingora's standard upstream policy removes from the forwarded
+/// request (RFC 9110 section 7.6.1), and `Connection`, which can name more of them.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// How Pingora treats the request's hop-by-hop fields on the way upstream. A request that
+/// carries none of them (nearly every keep-alive API call) has nothing for the standard pass
+/// to remove, so it is forwarded as it is and the pass, ~3.5k instructions, is skipped; any
+/// other request gets the standard policy.
+pub fn upstream_request_policy(req: &RequestHeader) -> HttpUpstreamRequestPolicy {
+    if req
+        .headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        HttpUpstreamRequestPolicy::standard()
+    } else {
+        HttpUpstreamRequestPolicy::preserve()
     }
 }
 
@@ -80,7 +146,7 @@ impl Router {
         let mut by_name: HashMap<&str, Arc<Upstream>> = HashMap::new();
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
-            let up = Arc::new(Upstream::build(u)?);
+            let up = Arc::new(Upstream::build(u, &config.server)?);
             by_name.insert(u.name.as_str(), Arc::clone(&up));
             upstreams.push(up);
         }
@@ -120,20 +186,38 @@ impl Router {
     }
 }
 
+/// The identity header names as shared bytes: inserting one costs no copy of its name.
+static IDENTITY_NAMES: [Bytes; 5] = [
+    Bytes::from_static(IDENTITY_HEADERS[0].as_bytes()),
+    Bytes::from_static(IDENTITY_HEADERS[1].as_bytes()),
+    Bytes::from_static(IDENTITY_HEADERS[2].as_bytes()),
+    Bytes::from_static(IDENTITY_HEADERS[3].as_bytes()),
+    Bytes::from_static(IDENTITY_HEADERS[4].as_bytes()),
+];
+
+const FORWARDED_FOR_NAME: &str = "x-forwarded-for";
+static FORWARDED_FOR: Bytes = Bytes::from_static(FORWARDED_FOR_NAME.as_bytes());
+
+fn is_identity_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-") && IDENTITY_HEADERS.contains(&name)
+}
+
 /// Remove every identity header the client sent, whatever its case, then add the gateway's own
 /// when the request was authenticated.
 pub fn set_identity_headers(
     req: &mut RequestHeader,
     identity: Option<&Verified>,
 ) -> pingora::Result<()> {
-    for name in IDENTITY_HEADERS {
-        if req.headers.contains_key(name) {
+    // One pass over what the client sent; the removals only run for a spoofing client.
+    if req.headers.keys().any(is_identity_header) {
+        for name in IDENTITY_HEADERS {
             while req.remove_header(name).is_some() {}
         }
     }
     if let Some(identity) = identity {
-        for (name, value) in IDENTITY_HEADERS.into_iter().zip(&identity.header_values) {
-            req.insert_header(name, value.clone())?;
+        for (name, value) in IDENTITY_NAMES.iter().zip(&identity.header_values) {
+            req.insert_header(name.clone(), value.clone())?;
         }
     }
     Ok(())
@@ -143,18 +227,94 @@ pub fn set_identity_headers(
 pub fn append_forwarded_for(req: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
     let value = match req
         .headers
-        .get("x-forwarded-for")
+        .get(FORWARDED_FOR_NAME)
         .and_then(|v| v.to_str().ok())
     {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
+        _ => ip_text(client),
     };
-    req.insert_header("x-forwarded-for", value)
+    req.insert_header(FORWARDED_FOR.clone(), value)
+}
+
+/// An address as text. IPv4, the common case, is written digit by digit: `Ipv4Addr`'s
+/// `Display` goes through the formatting machinery at ~1.3k instructions a call.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::upstreams::peer::Peer;
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "99.100.101.255",
+            "203.0.113.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_keep_the_standard_policy() {
+        let mut plain = RequestHeader::build("GET", b"/x", None).unwrap();
+        plain.insert_header("Host", "a").unwrap();
+        plain.insert_header("Authorization", "Bearer t").unwrap();
+        assert_eq!(
+            upstream_request_policy(&plain),
+            HttpUpstreamRequestPolicy::preserve()
+        );
+        for name in HOP_BY_HOP {
+            let mut req = plain.clone();
+            req.insert_header(name.to_ascii_uppercase(), "x").unwrap();
+            assert_eq!(
+                upstream_request_policy(&req),
+                HttpUpstreamRequestPolicy::standard(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn select_takes_turns_among_servers() {
+        let cfg = Config::from_toml(
+            "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"a\"\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let router = Router::build(&cfg, None).unwrap();
+        let up = &router.upstreams()[0];
+        let ports: Vec<u16> = (0..4)
+            .map(|_| up.select().unwrap().address().as_inet().unwrap().port())
+            .collect();
+        assert_eq!(ports, [1, 2, 1, 2]);
+    }
 
     fn config(routes: &str) -> Config {
         let text = format!("[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n{routes}");

@@ -95,6 +95,36 @@ async fn requests_keep_their_method_path_query_and_headers() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_fields_stay_on_this_hop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let token = signin(&gw).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "GET /api/hop HTTP/1.1\r\nHost: app\r\nx-access-token: {token}\r\nX-Custom: kept\r\n\
+         Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\
+         X-Nominated: 1\r\nConnection: X-Nominated, close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.last();
+    for name in [
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "x-nominated",
+        "connection",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+    assert!(seen.header("x-user-id").is_some());
+}
+
+#[tokio::test]
 async fn admin_listener_answers_healthz() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());
