@@ -197,6 +197,8 @@ static IDENTITY_NAMES: [Bytes; 5] = [
 
 const FORWARDED_FOR_NAME: &str = "x-forwarded-for";
 static FORWARDED_FOR: Bytes = Bytes::from_static(FORWARDED_FOR_NAME.as_bytes());
+/// Prebuilt for lookups, which would otherwise parse the name each time.
+static FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static(FORWARDED_FOR_NAME);
 
 fn is_identity_header(name: &HeaderName) -> bool {
     let name = name.as_str();
@@ -227,7 +229,7 @@ pub fn set_identity_headers(
 pub fn append_forwarded_for(req: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
     let value = match req
         .headers
-        .get(FORWARDED_FOR_NAME)
+        .get(&FORWARDED_FOR_HEADER)
         .and_then(|v| v.to_str().ok())
     {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),

@@ -3,7 +3,7 @@
 # jwt_verify, plain nginx proxy_pass and a bare Pingora pass-through, all in front of the same
 # nginx upstream, all driven by the same wrk run.
 #
-#   benches/load/run.sh                 # DURATION=10 CONNECTIONS=32 by default
+#   benches/load/run.sh                 # DURATION=8 ROUNDS=3 CONNECTIONS=32 by default
 #   DURATION=20 CONNECTIONS=64 benches/load/run.sh
 #
 # Each system under test is pinned to core 0 (one worker thread); wrk, the upstream and Redis
@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-2}          # each system is measured this often, interleaved; the best round counts
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}          # each system is measured this often, interleaved; the best round counts
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
@@ -21,20 +21,33 @@ LOAD_CPU=${LOAD_CPU:-1}
 SECRET="load-test-secret-load-test-secret-0123456789"
 
 # --- what this needs ----------------------------------------------------------------------
+START=$SECONDS
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v taskset >/dev/null || need+=(util-linux)
-command -v cmake >/dev/null || need+=(cmake)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v cmake >/dev/null; then # the build needs it (zlib-ng under Pingora)
+  apt-get update -q && apt-get install -y -q --no-install-recommends cmake
+fi
+# The packages install while the release build runs: one is disk and network, the other CPU.
+APT_PID=
 if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"
+  { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; } >/tmp/authgate-bench-apt.log 2>&1 &
+  APT_PID=$!
 fi
 cargo build --release --quiet --bin authgate --example bare_pingora
-AUTHGATE=target/release/authgate
-BARE=target/release/examples/bare_pingora
+if [ -n "$APT_PID" ] && ! wait "$APT_PID"; then
+  cat /tmp/authgate-bench-apt.log >&2; echo "installing ${need[*]} failed" >&2; exit 1
+fi
+echo "built and installed in $((SECONDS - START)) s" >&2
+TARGET=${CARGO_TARGET_DIR:-target}
+AUTHGATE=$TARGET/release/authgate
+BARE=$TARGET/release/examples/bare_pingora
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -238,19 +251,25 @@ measure() { # name pid url token
   local us
   us=$(awk -v t=$((after - before)) -v r="$requests" -v k="$TICK_US" 'BEGIN { printf "%.1f", t * k / r }')
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$us" >> "$RESULTS"
-  echo "  measured $name" >&2
+  printf "  %-22s %8s req/s %6s us/req\n" "$name" "$rps" "$us" >&2
 }
 
 echo "Running: wrk -t1 -c$CONNECTIONS -d${DURATION}s per system (after ${WARMUP}s warm-up), $ROUNDS rounds" >&2
-for _ in $(seq 1 "$ROUNDS"); do
-  measure "authgate (memory)" "$AG_MEM_PID" "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
-  measure "authgate (redis)" "$AG_RED_PID" "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
-  measure "authgate (work-steal)" "$AG_WS_PID" "http://127.0.0.1:$AG_WS/api/cases" "$TOKEN_WS"
-  measure "haproxy jwt_verify" "$HA_PID" "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
-  measure "bare pingora" "$BP_PID" "http://127.0.0.1:$BP/api/cases" ""
-  measure "nginx proxy_pass" "$NG_PID" "http://127.0.0.1:$NG/api/cases" ""
+SYSTEMS=(
+  "authgate (memory)|$AG_MEM_PID|http://127.0.0.1:$AG_MEM/api/cases|$TOKEN_MEM"
+  "authgate (redis)|$AG_RED_PID|http://127.0.0.1:$AG_RED/api/cases|$TOKEN_RED"
+  "authgate (work-steal)|$AG_WS_PID|http://127.0.0.1:$AG_WS/api/cases|$TOKEN_WS"
+  "haproxy jwt_verify|$HA_PID|http://127.0.0.1:$HA/api/cases|$TOKEN_MEM"
+  "bare pingora|$BP_PID|http://127.0.0.1:$BP/api/cases|"
+  "nginx proxy_pass|$NG_PID|http://127.0.0.1:$NG/api/cases|"
+)
+# Each round starts one system later, so no system always runs first (or right after another).
+for round in $(seq 0 $((ROUNDS - 1))); do
+  for i in $(seq 0 $((${#SYSTEMS[@]} - 1))); do
+    IFS='|' read -r name pid url token <<< "${SYSTEMS[$(((i + round) % ${#SYSTEMS[@]}))]}"
+    measure "$name" "$pid" "$url" "$token"
+  done
 done
-
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); systems pinned to core $SUT_CPU, wrk + upstream + redis to core $LOAD_CPU"
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system, best of $ROUNDS interleaved rounds (the machine is a VM: other tenants steal time)"
@@ -275,3 +294,4 @@ awk -F'\t' '
     w = idx["authgate (work-steal)"]
     printf "| authgate work-stealing / single-threaded runtime | %.2f | %.2f |\n", rps[w] / rps[m], us[w] / us[m]
   }' "$RESULTS"
+echo; echo "finished in $((SECONDS - START)) s (build and install included)"

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use serde::Deserialize;
 
@@ -14,12 +15,15 @@ pub enum Location {
     Body,
 }
 
+/// A prebuilt name: looking a header up by `&str` parses and validates the name every time.
+static ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-access-token");
+
 /// The token from the first of the three header/query locations that is present.
 ///
 /// A location that is present but unreadable yields an empty token, which fails verification
 /// as malformed: the request is then refused instead of falling through to a later location.
 pub fn header_or_query_token(req: &RequestHeader) -> Option<(Location, Cow<'_, str>)> {
-    if let Some(v) = req.headers.get("x-access-token") {
+    if let Some(v) = req.headers.get(&ACCESS_TOKEN) {
         let token = v.to_str().map(str::trim).unwrap_or("");
         return Some((Location::AccessTokenHeader, Cow::Borrowed(token)));
     }
