@@ -3,7 +3,7 @@
 # jwt_verify, plain nginx proxy_pass and a bare Pingora pass-through, all in front of the same
 # nginx upstream, all driven by the same wrk run.
 #
-#   benches/load/run.sh                 # DURATION=8 ROUNDS=3 CONNECTIONS=32 by default
+#   benches/load/run.sh                 # DURATION=8 ROUNDS=4 CONNECTIONS=32 by default
 #   DURATION=20 CONNECTIONS=64 benches/load/run.sh
 #
 # Each system under test is pinned to core 0 (one worker thread); wrk, the upstream and Redis
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-3}          # each system is measured this often, interleaved; the best round counts
+ROUNDS=${ROUNDS:-4}          # each system is measured this often, interleaved; medians are reported
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
@@ -272,17 +272,26 @@ for round in $(seq 0 $((ROUNDS - 1))); do
 done
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); systems pinned to core $SUT_CPU, wrk + upstream + redis to core $LOAD_CPU"
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system, best of $ROUNDS interleaved rounds (the machine is a VM: other tenants steal time)"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one worker thread per system, median of $ROUNDS interleaved rounds (the machine is a VM: other tenants steal time)"
 echo
 awk -F'\t' '
-  # The best round per system: the one with the highest throughput.
+  # Each figure is the median over the rounds: steal time on a shared VM makes single rounds
+  # swing both ways, and a best round would reward the luckiest system.
+  function usec(v) { if (v ~ /ms$/) return v * 1000; if (v ~ /us$/) return v + 0; if (v ~ /s$/) return v * 1000000; return v + 0 }
+  function median(list,    a, k, c, t, j) {
+    c = split(list, a, " ")
+    for (k = 2; k <= c; k++) { t = a[k]; j = k - 1; while (j > 0 && a[j] > t) { a[j + 1] = a[j]; j-- } a[j + 1] = t }
+    return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+  }
+  function lat(u) { return (u >= 1000) ? sprintf("%.2fms", u / 1000) : sprintf("%.0fus", u) }
   !($1 in idx) { n++; idx[$1]=n; name[n]=$1 }
-  { i=idx[$1]; if ($2 > rps[i]) { rps[i]=$2; p50[i]=$3; p99[i]=$4; us[i]=$5 } }
+  { i=idx[$1]; R[i]=R[i] " " $2; P50[i]=P50[i] " " usec($3); P99[i]=P99[i] " " usec($4); US[i]=US[i] " " $5 }
   END {
     NR=n
-    printf "| %-20s | %10s | %9s | %9s | %14s |\n", "system", "req/s", "p50", "p99", "CPU us/req"
-    printf "|%s|%s|%s|%s|%s|\n", "----------------------", "------------", "-----------", "-----------", "----------------"
-    for (i = 1; i <= NR; i++) printf "| %-20s | %10.0f | %9s | %9s | %14s |\n", name[i], rps[i], p50[i], p99[i], us[i]
+    for (i = 1; i <= NR; i++) { rps[i]=median(R[i]); p50[i]=median(P50[i]); p99[i]=median(P99[i]); us[i]=median(US[i]) }
+    printf "| %-21s | %10s | %9s | %9s | %14s |\n", "system", "req/s", "p50", "p99", "CPU us/req"
+    printf "|%s|%s|%s|%s|%s|\n", "-----------------------", "------------", "-----------", "-----------", "----------------"
+    for (i = 1; i <= NR; i++) printf "| %-21s | %10.0f | %9s | %9s | %14.1f |\n", name[i], rps[i], lat(p50[i]), lat(p99[i]), us[i]
     m = idx["authgate (memory)"]; r = idx["authgate (redis)"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; n = idx["nginx proxy_pass"]
     print ""
     print "| ratio | throughput | CPU per request |"
