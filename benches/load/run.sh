@@ -18,68 +18,30 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SECRET="load-test-secret-load-test-secret-0123456789"
 
 # --- what this needs ----------------------------------------------------------------------
 START=$SECONDS
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-command -v curl >/dev/null || need+=(curl)
-export DEBIAN_FRONTEND=noninteractive
-if ! command -v cmake >/dev/null; then # the build needs it (zlib-ng under Pingora)
-  apt-get update -q && apt-get install -y -q --no-install-recommends cmake
-fi
-# The packages install while the release build runs: one is disk and network, the other CPU.
-APT_PID=
-if [ ${#need[@]} -gt 0 ]; then
-  { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; } >/tmp/authgate-bench-apt.log 2>&1 &
-  APT_PID=$!
-fi
-cargo build --release --quiet --bin authgate --example bare_pingora
-if [ -n "$APT_PID" ] && ! wait "$APT_PID"; then
-  cat /tmp/authgate-bench-apt.log >&2; echo "installing ${need[*]} failed" >&2; exit 1
-fi
+. benches/load/lib.sh
+install_and_build
 echo "built and installed in $((SECONDS - START)) s" >&2
-TARGET=${CARGO_TARGET_DIR:-target}
-AUTHGATE=$TARGET/release/authgate
-BARE=$TARGET/release/examples/bare_pingora
 
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
+  for _ in $(seq 1 30); do
+    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-pin() { taskset -c "$1" "${@:2}"; }
-# Background with `spawn CPU cmd... &`: exec keeps $! the server's own pid, so it can be measured and stopped.
-spawn() { exec taskset -c "$1" "${@:2}"; }
-
 # --- the fixed upstream: nginx answering a small 200 --------------------------------------
 UP=$(free_port)
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-EOF
+upstream_conf "$WORK/up" "$UP"
 spawn "$LOAD_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
 wait_port "$UP"
 
@@ -89,40 +51,12 @@ spawn "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendo
 wait_port "$RP"
 
 # --- authgate, memory and Redis stores -------------------------------------------------------
-authgate_conf() { # name port admin_port store_section [work_stealing]
-  cat > "$WORK/$1.toml" <<EOF
-[server]
-listen = "127.0.0.1:$2"
-threads = 1
-access_log = false
-work_stealing = ${5:-false}
-[admin]
-listen = "127.0.0.1:$3"
-[token]
-secret = "$SECRET"
-[store]
-users_file = "conf/users.toml"
-$4
-[rate_limit]
-auth_per_minute = 1000
-[mfa]
-delivery = "webhook"
-webhook_url = "http://127.0.0.1:9/unused"
-[[upstreams]]
-name = "app"
-servers = ["127.0.0.1:$UP"]
-[[routes]]
-prefix = "/"
-upstream = "app"
-auth = "required"
-EOF
-}
 AG_MEM=$(free_port); AG_MEM_ADMIN=$(free_port)
 AG_RED=$(free_port); AG_RED_ADMIN=$(free_port)
 AG_WS=$(free_port); AG_WS_ADMIN=$(free_port)
-authgate_conf mem "$AG_MEM" "$AG_MEM_ADMIN" 'backend = "memory"'
-authgate_conf ws "$AG_WS" "$AG_WS_ADMIN" 'backend = "memory"' true
-authgate_conf redis "$AG_RED" "$AG_RED_ADMIN" "backend = \"redis\"
+authgate_conf "$WORK/mem.toml" "$AG_MEM" "$AG_MEM_ADMIN" "$UP" 'backend = "memory"'
+authgate_conf "$WORK/ws.toml" "$AG_WS" "$AG_WS_ADMIN" "$UP" 'backend = "memory"' true
+authgate_conf "$WORK/redis.toml" "$AG_RED" "$AG_RED_ADMIN" "$UP" "backend = \"redis\"
 redis_url = \"redis://127.0.0.1:$RP\""
 RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/mem.log" & AG_MEM_PID=$!; PIDS+=($AG_MEM_PID)
 RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
@@ -130,53 +64,15 @@ RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/
 RUST_LOG=warn spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/ws.toml" 2>"$WORK/ws.log" & AG_WS_PID=$!; PIDS+=($AG_WS_PID)
 wait_port "$AG_MEM"; wait_port "$AG_RED"; wait_port "$AG_WS"
 
-signin() {
-  curl -sf "http://127.0.0.1:$1/api/auth/signin" -H 'content-type: application/json' \
-    -d '{"email":"john.doe@mydomain.com","password":"iLovePria123"}' |
-    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
-}
 TOKEN_MEM=$(signin "$AG_MEM")
 TOKEN_RED=$(signin "$AG_RED")
 TOKEN_WS=$(signin "$AG_WS")
-SESSION_ID=$(python3 -c 'import sys,json,base64; p=sys.argv[1].split(".")[1]; p+="="*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))["sessionId"])' "$TOKEN_MEM")
+SESSION_ID=$(session_id "$TOKEN_MEM")
 
 # --- HAProxy: jwt_verify, expiry, a session map and a stick-table rate limit ----------------
 HA=$(free_port)
 echo "$SESSION_ID 1" > "$WORK/sessions.map"
-cat > "$WORK/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HA
-  stick-table type ip size 100k expire 60s store http_req_rate(60s)
-  http-request track-sc0 src
-  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
-  http-request set-var(txn.bearer) http_auth_bearer
-  http-request deny deny_status 401 unless { var(txn.bearer) -m found }
-  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
-  http-request deny deny_status 401 unless { var(txn.alg) -m str HS256 }
-  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$SECRET") -m int 1 }
-  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
-  http-request set-var(txn.now) date()
-  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
-  http-request set-var(txn.sid) var(txn.bearer),jwt_payload_query('\$.sessionId')
-  http-request deny deny_status 401 unless { var(txn.sid),map($WORK/sessions.map) -m found }
-  http-request del-header x-user-id
-  http-request set-header x-user-id %[var(txn.bearer),jwt_payload_query('\$._id')]
-  http-request set-header x-session-id %[var(txn.sid)]
-  default_backend be
-backend be
-  http-reuse always
-  server s1 127.0.0.1:$UP
-EOF
-haproxy -c -q -f "$WORK/haproxy.cfg"
+haproxy_conf "$WORK/haproxy.cfg" "$HA" "$UP" "$WORK/sessions.map"
 spawn "$SUT_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HA_PID=$!; PIDS+=($HA_PID)
 wait_port "$HA"
 

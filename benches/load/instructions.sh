@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind: authgate (memory store),
+# the bare Pingora pass-through and HAProxy jwt_verify, each in front of the same nginx
+# upstream, each driven by the same wrk load. Unlike wall-clock CPU on a shared VM, the count
+# for a given binary and load does not move from run to run.
+#
+#   benches/load/instructions.sh        # DURATION=10 by default; takes about 2 minutes
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10}
+
+. benches/load/lib.sh
+install_and_build valgrind:valgrind callgrind_control:valgrind
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=$(free_port)
+upstream_conf "$WORK/up" "$UP"
+nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+wait_port "$UP"
+
+# count NAME PORT TOKEN -- COMMAND...: run COMMAND under callgrind, load it, print its count.
+count() {
+  local name=$1 port=$2 token=$3 out requests ir
+  shift 4
+  valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$WORK/$name.%p" "$@" >"$WORK/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$port"
+  if [ "$token" = signin ]; then token=$(signin "$port"); fi
+  echo "$token" > "$WORK/$name.token"
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  # Warm up (connections, caches, the verified-token cache), then count from zero.
+  wrk -t1 -c4 -d3s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/cases" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  out=$(wrk -t1 -c4 -d"${DURATION}s" -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/cases")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  sleep 1
+  if echo "$out" | grep -q "Non-2xx"; then echo "$name refused requests:" >&2; echo "$out" >&2; exit 1; fi
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  ir=$(cat "$WORK/$name".*.1 | awk '/^totals:/ {s += $2} END {print s}')
+  kill "$pid"
+  printf '| %-18s | %8d | %19.1fk |\n' "$name" "$requests" "$(awk -v i="$ir" -v r="$requests" 'BEGIN { print i / r / 1000 }')"
+}
+
+AG=$(free_port); AG_ADMIN=$(free_port); BP=$(free_port); HA=$(free_port)
+authgate_conf "$WORK/mem.toml" "$AG" "$AG_ADMIN" "$UP" 'backend = "memory"'
+
+echo "| system             | requests | instructions/request |"
+echo "|--------------------|----------|----------------------|"
+RUST_LOG=warn count "authgate (memory)" "$AG" signin -- "$AUTHGATE" --config "$WORK/mem.toml"
+count "bare pingora" "$BP" "" -- "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP"
+# HAProxy checks the token authgate issued; its session map holds that token's session.
+TOKEN=$(cat "$WORK/authgate (memory).token")
+session_id "$TOKEN" | sed 's/$/ 1/' > "$WORK/sessions.map"
+haproxy_conf "$WORK/haproxy.cfg" "$HA" "$UP" "$WORK/sessions.map"
+count "haproxy jwt_verify" "$HA" "$TOKEN" -- haproxy -f "$WORK/haproxy.cfg" -db

@@ -1,0 +1,142 @@
+# Shared by the load scripts in this directory: installing what they need, building, and the
+# configurations of the upstream, authgate and HAProxy. Source it from the repository root.
+
+SECRET="load-test-secret-load-test-secret-0123456789"
+TARGET=${CARGO_TARGET_DIR:-target}
+AUTHGATE=$TARGET/release/authgate
+BARE=$TARGET/release/examples/bare_pingora
+
+# Install the Debian packages that are missing (plus any named as arguments, `command:package`),
+# while the release binaries build: one is disk and network, the other CPU.
+install_and_build() {
+  local need=() extra
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v nginx >/dev/null || need+=(nginx-light)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v taskset >/dev/null || need+=(util-linux)
+  command -v python3 >/dev/null || need+=(python3)
+  command -v curl >/dev/null || need+=(curl)
+  for extra in "$@"; do
+    command -v "${extra%%:*}" >/dev/null || need+=("${extra#*:}")
+  done
+  export DEBIAN_FRONTEND=noninteractive
+  if ! command -v cmake >/dev/null; then # the build needs it (zlib-ng under Pingora)
+    apt-get update -q && apt-get install -y -q --no-install-recommends cmake
+  fi
+  local apt_pid=
+  if [ ${#need[@]} -gt 0 ]; then
+    { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; } \
+      >/tmp/authgate-bench-apt.log 2>&1 &
+    apt_pid=$!
+  fi
+  cargo build --release --quiet --bin authgate --example bare_pingora
+  if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+    cat /tmp/authgate-bench-apt.log >&2
+    echo "installing ${need[*]} failed" >&2
+    return 1
+  fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+pin() { taskset -c "$1" "${@:2}"; }
+# Background with `spawn CPU cmd... &`: exec keeps $! the server's own pid, so it can be measured and stopped.
+spawn() { exec taskset -c "$1" "${@:2}"; }
+
+# The fixed upstream: nginx answering a small 200. upstream_conf DIR PORT
+upstream_conf() {
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$2; location / { return 200 "ok\n"; } }
+}
+EOF
+}
+
+# authgate_conf FILE PORT ADMIN_PORT UPSTREAM_PORT STORE_SECTION [WORK_STEALING]
+authgate_conf() {
+  cat > "$1" <<EOF
+[server]
+listen = "127.0.0.1:$2"
+threads = 1
+access_log = false
+work_stealing = ${6:-false}
+[admin]
+listen = "127.0.0.1:$3"
+[token]
+secret = "$SECRET"
+[store]
+users_file = "conf/users.toml"
+$5
+[rate_limit]
+auth_per_minute = 1000
+[mfa]
+delivery = "webhook"
+webhook_url = "http://127.0.0.1:9/unused"
+[[upstreams]]
+name = "app"
+servers = ["127.0.0.1:$4"]
+[[routes]]
+prefix = "/"
+upstream = "app"
+auth = "required"
+EOF
+}
+
+signin() {
+  curl -sf "http://127.0.0.1:$1/api/auth/signin" -H 'content-type: application/json' \
+    -d '{"email":"john.doe@mydomain.com","password":"iLovePria123"}' |
+    python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])'
+}
+
+# The sessionId claim of a token.
+session_id() {
+  python3 -c 'import sys,json,base64; p=sys.argv[1].split(".")[1]; p+="="*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))["sessionId"])' "$1"
+}
+
+# HAProxy: jwt_verify, expiry, a session map and a stick-table rate limit.
+# haproxy_conf FILE PORT UPSTREAM_PORT SESSION_MAP
+haproxy_conf() {
+  cat > "$1" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$2
+  stick-table type ip size 100k expire 60s store http_req_rate(60s)
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny deny_status 401 unless { var(txn.bearer) -m found }
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$SECRET") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.sid) var(txn.bearer),jwt_payload_query('\$.sessionId')
+  http-request deny deny_status 401 unless { var(txn.sid),map($4) -m found }
+  http-request del-header x-user-id
+  http-request set-header x-user-id %[var(txn.bearer),jwt_payload_query('\$._id')]
+  http-request set-header x-session-id %[var(txn.sid)]
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$3
+EOF
+  haproxy -c -q -f "$1"
+}
