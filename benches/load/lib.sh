@@ -140,3 +140,23 @@ backend be
 EOF
   haproxy -c -q -f "$1"
 }
+
+# A scratch folder and the processes started; both are gone when the script exits, however it
+# exits. Processes started with `... & PIDS+=($!)` get SIGTERM, then SIGKILL after 3 s.
+start_work() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  local p alive
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
