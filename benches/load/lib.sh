@@ -4,7 +4,7 @@
 SECRET="load-test-secret-load-test-secret-0123456789"
 TARGET=${CARGO_TARGET_DIR:-target}
 AUTHGATE=$TARGET/release/authgate
-BARE=$TARGET/release/examples/bare_pingora
+BARE=$TARGET/release/bare-pingora
 
 # Install the Debian packages that are missing (plus any named as arguments, `command:package`),
 # while the release binaries build: one is disk and network, the other CPU.
@@ -30,7 +30,7 @@ install_and_build() {
       >/tmp/authgate-bench-apt.log 2>&1 &
     apt_pid=$!
   fi
-  cargo build --release --quiet --bin authgate --example bare_pingora
+  cargo build --release --quiet -p authgate -p bare-pingora --bins
   if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
     cat /tmp/authgate-bench-apt.log >&2
     echo "installing ${need[*]} failed" >&2

@@ -2,7 +2,7 @@
 //! Pingora (its default modules, the system allocator), one worker thread.
 //! Used by `benches/load/run.sh`.
 //!
-//! cargo run --release --example bare_pingora -- 127.0.0.1:6190 127.0.0.1:3000
+//! cargo run --release -p bare-pingora -- 127.0.0.1:6190 127.0.0.1:3000
 //! curl http://127.0.0.1:6190/
 
 use async_trait::async_trait;
