@@ -125,6 +125,50 @@ async fn hop_by_hop_fields_stay_on_this_hop() {
 }
 
 #[tokio::test]
+async fn a_server_failing_its_health_check_gets_no_requests() {
+    let up = Upstream::start();
+    // A port nothing listens on: the second server of the pair is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let routes = format!(
+        "[[upstreams]]\nname = \"pair\"\nservers = [\"{}\", \"{dead_addr}\"]\n\
+         health_check_secs = 1\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"pair\"\nauth = \"none\"\n",
+        up.addr
+    );
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(routes),
+            ..Options::default()
+        },
+    );
+    // Until the first check has run, the dead server may still be chosen (502).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut ok = true;
+        for _ in 0..4 {
+            ok &= get(gw.url("/x"), None).await.status == 200;
+        }
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead server kept getting requests"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let before = up.count();
+    for _ in 0..10 {
+        let a = get(gw.url("/x"), None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    assert_eq!(up.count(), before + 10);
+}
+
+#[tokio::test]
 async fn admin_listener_answers_healthz() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());
