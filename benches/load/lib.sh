@@ -153,7 +153,8 @@ cleanup() {
   local p alive
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for _ in $(seq 1 30); do
-    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    # A process that has exited but is not yet reaped (state Z) counts as gone.
+    alive=0; for p in "${PIDS[@]}"; do [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" = "" ] || [ "$(ps -o stat= -p "$p" | cut -c1)" = Z ] || alive=1; done
     [ "$alive" = 0 ] && break; sleep 0.1
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
