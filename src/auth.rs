@@ -15,6 +15,8 @@ use crate::token::jwt::Verified;
 
 /// A caller whose token, session, account and organization all check out.
 pub struct Caller {
+    /// The token's claims brought up to date with the user record: identity headers and route
+    /// decisions follow the account as it is now, not as it was when the token was issued.
     pub token: Arc<Verified>,
     pub user: Arc<User>,
     pub org: Option<Arc<Org>>,
@@ -44,7 +46,7 @@ pub async fn authenticate(
         .ok_or(GatewayError::SessionExpired)?;
     let org = standing(gw, &user, now).await?;
     Ok(Caller {
-        token: verified,
+        token: verified.as_of(&user),
         user,
         org,
     })

@@ -57,6 +57,12 @@ pub enum GatewayError {
     Unavailable(String),
 }
 
+impl From<crate::path::PathError> for GatewayError {
+    fn from(e: crate::path::PathError) -> Self {
+        GatewayError::BadRequest(e.to_string())
+    }
+}
+
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -12,6 +12,7 @@ pub mod live;
 pub mod mfa;
 pub mod model;
 pub mod password;
+pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;

@@ -25,6 +25,7 @@ use crate::error::GatewayError;
 use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
+use crate::path::{PathError, normalize_request};
 use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
@@ -87,13 +88,7 @@ impl ProxyHttp for Gateway {
             &live.config.server.trusted_proxies,
         );
 
-        let outcome = match Endpoint::classify(session.req_header().uri.path()) {
-            Some(endpoint) => self
-                .answer(session, &live, endpoint, ctx.client_ip)
-                .await
-                .map(Some),
-            None => self.admit(session, ctx, &live).await.map(|()| None),
-        };
+        let outcome = self.decide(session, ctx, &live).await;
         ctx.live = Some(live);
 
         match outcome {
@@ -209,6 +204,29 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Normalise the path, then either answer one of the gateway's own endpoints (`Some`) or
+    /// admit the request to its route (`None`).
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        live: &Live,
+    ) -> Result<Option<Reply>, GatewayError> {
+        // Everything below, endpoints and routes alike, sees only the normalised path, and it
+        // is also what the upstream receives.
+        let encoded_separator = normalize_request(session.req_header_mut())?;
+        match Endpoint::classify(session.req_header().uri.path()) {
+            Some(endpoint) => self
+                .answer(session, live, endpoint, ctx.client_ip)
+                .await
+                .map(Some),
+            None => self
+                .admit(session, ctx, live, encoded_separator)
+                .await
+                .map(|()| None),
+        }
+    }
+
     /// An endpoint the gateway answers itself.
     async fn answer(
         &self,
@@ -259,13 +277,17 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         live: &Live,
+        encoded_separator: bool,
     ) -> Result<(), GatewayError> {
         let index = live
             .router
             .route_index(session.req_header().uri.path())
             .ok_or(GatewayError::NotFound)?;
-        ctx.route = Some(index);
         let route = live.router.route(index).ok_or(GatewayError::NotFound)?;
+        if encoded_separator && !route.allow_encoded_slashes {
+            return Err(PathError::EncodedSeparator.into());
+        }
+        ctx.route = Some(index);
         if let Some(limiter) = &route.limiter {
             limiter.check(ctx.client_ip).await?;
         }
@@ -281,13 +303,13 @@ impl Gateway {
         } else {
             None
         };
-        let Some(Caller { token, .. }) = caller else {
+        let Some(Caller { token, org, .. }) = caller else {
             return match route.auth {
                 AuthMode::Required => Err(GatewayError::MissingToken),
                 _ => Ok(()),
             };
         };
-        if !route.allows(token.claims.account_type) {
+        if !route.allows(token.claims.account_type, org.as_deref()) {
             return Err(GatewayError::Forbidden);
         }
         ctx.identity = Some(token);

@@ -14,7 +14,7 @@ use pingora::lb::{Backend, LoadBalancer, health_check::TcpHealthCheck};
 use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 
 use crate::config::{AuthMode, Config, RouteSettings, ServerSettings, UpstreamSettings};
-use crate::model::AccountType;
+use crate::model::{AccountType, Org};
 use crate::ratelimit::RateLimiter;
 use crate::store::LimitStore;
 use crate::token::jwt::Verified;
@@ -117,6 +117,9 @@ pub struct Route {
     pub account_types: Option<Vec<AccountType>>,
     pub limiter: Option<RateLimiter>,
     pub upstream: Arc<Upstream>,
+    pub allow_encoded_slashes: bool,
+    pub org_tiers: Option<Vec<String>>,
+    pub org_ids: Option<Vec<String>>,
 }
 
 impl Route {
@@ -128,10 +131,17 @@ impl Route {
                 || path.as_bytes()[self.prefix.len()] == b'/')
     }
 
-    pub fn allows(&self, account_type: AccountType) -> bool {
+    /// Whether a caller of this account type, in this organization, may use the route.
+    pub fn allows(&self, account_type: AccountType, org: Option<&Org>) -> bool {
+        let in_list = |list: &Option<Vec<String>>, value: Option<&str>| {
+            list.as_ref()
+                .is_none_or(|l| value.is_some_and(|v| l.iter().any(|x| x == v)))
+        };
         self.account_types
             .as_ref()
             .is_none_or(|types| types.contains(&account_type))
+            && in_list(&self.org_tiers, org.map(|o| o.subscription_tier.as_str()))
+            && in_list(&self.org_ids, org.map(|o| o.id.as_str()))
     }
 }
 
@@ -162,6 +172,9 @@ impl Router {
                         RateLimiter::new(&format!("route:{}", r.prefix), n, limits.clone())
                     }),
                     upstream: Arc::clone(by_name.get(r.upstream.as_str())?),
+                    allow_encoded_slashes: r.allow_encoded_slashes,
+                    org_tiers: r.org_tiers.clone(),
+                    org_ids: r.org_ids.clone(),
                 })
             })
             .collect::<Vec<_>>();
@@ -376,5 +389,79 @@ mod tests {
         assert_eq!(req.headers.get_all("x-user-id").iter().count(), 1);
         assert_eq!(req.headers["x-user-id"], "u");
         assert_eq!(req.headers["x-account-type"], "user");
+    }
+}
+
+#[cfg(test)]
+mod routing_properties {
+    use super::*;
+    use crate::path::{normalize, properties::path};
+    use proptest::prelude::*;
+
+    /// What a permissive backend makes of a path: everything percent-decoded, then dot
+    /// segments resolved and repeated slashes merged (Python's `http.server` does this).
+    fn backend_view(path: &str) -> Option<String> {
+        let decoded = percent_decode(path)?;
+        let mut out: Vec<&str> = Vec::new();
+        for segment in decoded.split(['/', '\\']) {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        Some(format!("/{}", out.join("/")))
+    }
+
+    fn percent_decode(s: &str) -> Option<String> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+
+    fn router() -> Router {
+        let cfg = Config::from_toml(
+            "[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"a\"\n\
+             [[routes]]\nprefix = \"/public\"\nupstream = \"a\"\nauth = \"none\"\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"a\"\n\
+             [[routes]]\nprefix = \"/api/admin\"\nupstream = \"a\"\naccount_types = [\"admin\"]\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        Router::build(&cfg, None).unwrap()
+    }
+
+    proptest! {
+        /// Whatever the spelling, a request the gateway lets through is routed exactly as the
+        /// backend will read its path: a public prefix never opens a protected one, and a
+        /// protected route is never reached through a less protected one.
+        #[test]
+        fn no_spelling_reaches_a_protected_path_through_a_public_route(p in path()) {
+            let router = router();
+            let Ok(n) = normalize(&p) else { return Ok(()) };
+            if n.encoded_separator {
+                // Refused on every route that has not opted in; none here has.
+                return Ok(());
+            }
+            let routed = router.route_index(&n.path).map(|i| &router.routes()[i].prefix);
+            let Some(seen) = backend_view(&p) else { return Ok(()) };
+            let meant = router.route_index(&seen).map(|i| &router.routes()[i].prefix);
+            prop_assert_eq!(routed, meant, "{} normalised to {}, the backend reads {}", p, n.path, seen);
+        }
     }
 }

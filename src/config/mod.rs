@@ -15,6 +15,7 @@ use rand::RngCore;
 
 use crate::model::AccountType;
 use raw::RawConfig;
+pub use raw::UnderscoreHeaders;
 
 /// The configuration the gateway runs on when no file is given.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../conf/authgate.toml");
@@ -77,6 +78,7 @@ pub struct ServerSettings {
     /// One work-stealing runtime for all worker threads, or one single-threaded runtime per
     /// worker thread (Pingora's "no steal" mode).
     pub work_stealing: bool,
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,13 @@ pub struct RouteSettings {
     pub auth: AuthMode,
     pub account_types: Option<Vec<AccountType>>,
     pub rate_limit_per_minute: Option<NonZeroU32>,
+    /// Let paths holding `%2F` or `%5C` through to this route, still encoded. Unsafe in front
+    /// of a backend that decodes them into separators.
+    pub allow_encoded_slashes: bool,
+    /// Only callers whose organization is on one of these subscription tiers may pass.
+    pub org_tiers: Option<Vec<String>>,
+    /// Only callers whose organization is one of these may pass.
+    pub org_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,6 +374,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
             access_log: s.access_log,
             work_stealing: s.work_stealing,
+            underscore_headers: s.underscore_headers,
         }
     };
 
@@ -493,6 +503,21 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         if !r.prefix.starts_with('/') {
             return Err(v.err(key("prefix"), format!("`{}` must start with /", r.prefix)));
         }
+        // Requests are routed on their normalised path, so a prefix that is not normalised
+        // itself would never match.
+        match crate::path::normalize(&r.prefix) {
+            Ok(n) if n.path == r.prefix.as_str() && !n.encoded_separator => {}
+            Ok(n) => {
+                return Err(v.err(
+                    key("prefix"),
+                    format!(
+                        "`{}` is not a normalised path; write `{}`",
+                        r.prefix, n.path
+                    ),
+                ));
+            }
+            Err(e) => return Err(v.err(key("prefix"), format!("`{}`: {e}", r.prefix))),
+        }
         if routes.iter().any(|o| o.prefix == r.prefix) {
             return Err(v.err(key("prefix"), format!("`{}` is defined twice", r.prefix)));
         }
@@ -540,6 +565,19 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 )
             }
         };
+        let org_list = |name: &str, list: Option<Vec<String>>| match list {
+            None => Ok(None),
+            Some(_) if auth != AuthMode::Required => {
+                Err(v.err(key(name), "only applies to routes with auth = \"required\""))
+            }
+            Some(l) if l.is_empty() || l.iter().any(|x| x.trim().is_empty()) => Err(v.err(
+                key(name),
+                "must list at least one value, none of them empty",
+            )),
+            Some(l) => Ok(Some(l)),
+        };
+        let org_tiers = org_list("org_tiers", r.org_tiers)?;
+        let org_ids = org_list("org_ids", r.org_ids)?;
         let rate_limit_per_minute = match r.rate_limit_per_minute {
             None => None,
             Some(n) => Some(
@@ -553,6 +591,9 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             auth,
             account_types,
             rate_limit_per_minute,
+            allow_encoded_slashes: r.allow_encoded_slashes,
+            org_tiers,
+            org_ids,
         });
     }
 

@@ -32,6 +32,18 @@ pub struct RawServer {
     pub upstream_read_timeout_ms: u64,
     pub access_log: bool,
     pub work_stealing: bool,
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// What happens to request headers whose name contains `_` (nginx: `underscores_in_headers`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreHeaders {
+    /// Removed before the request is forwarded (nginx's default).
+    #[default]
+    Drop,
+    /// Forwarded, except spellings of the gateway's own headers (`X_User_Id`, ...).
+    Keep,
 }
 
 impl Default for RawServer {
@@ -47,6 +59,7 @@ impl Default for RawServer {
             upstream_read_timeout_ms: 60_000,
             access_log: true,
             work_stealing: false,
+            underscore_headers: UnderscoreHeaders::Drop,
         }
     }
 }
@@ -187,6 +200,12 @@ pub struct RawRoute {
     pub account_types: Option<Vec<String>>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<u32>,
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
+    #[serde(default)]
+    pub org_tiers: Option<Vec<String>>,
+    #[serde(default)]
+    pub org_ids: Option<Vec<String>>,
 }
 
 fn default_auth() -> String {

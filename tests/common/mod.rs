@@ -661,3 +661,44 @@ pub fn six_digits(text: &str) -> Option<String> {
             .then(|| window.to_string())
     })
 }
+
+/// A response read off a raw socket.
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+    pub json: Value,
+}
+
+/// Send `request` as written (no client library normalising the path) and read the answer.
+/// The request should say `Connection: close`, so the answer ends with the connection.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    parse_raw(&buf)
+}
+
+pub fn parse_raw(buf: &[u8]) -> RawAnswer {
+    let text = String::from_utf8_lossy(buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawAnswer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+        json: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
+}
+
+/// `GET target` over a raw socket, with extra header lines (each ending in `\r\n`).
+pub async fn raw_get(addr: SocketAddr, target: &str, headers: &str) -> RawAnswer {
+    let req = format!("GET {target} HTTP/1.1\r\nHost: app\r\n{headers}Connection: close\r\n\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
