@@ -5,9 +5,10 @@
 
 use std::hint::black_box;
 
+use authgate::config::UnderscoreHeaders;
 use authgate::model::AccountType;
 use authgate::token::{Claims, JwtKeys, body_token, header_or_query_token};
-use authgate::upstream::{append_forwarded_for, set_identity_headers};
+use authgate::upstream::{set_forwarding_headers, set_identity_headers};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pingora::http::RequestHeader;
 
@@ -101,7 +102,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // What the gateway adds to every forwarded request: the identity headers of the verified
-    // token (after removing any the client sent) and X-Forwarded-For.
+    // token (after removing any the client sent), X-Forwarded-For and X-Real-IP.
     let verified = keys.verify(&t, now).expect("verified");
     let client = std::net::IpAddr::from([203, 0, 113, 7]);
     let spoofed = request("/api/cases", &[("X-User-Id", "someone-else".into())]);
@@ -114,8 +115,9 @@ fn bench(c: &mut Criterion) {
             b.iter_batched_ref(
                 || req.clone(),
                 |req| {
-                    set_identity_headers(req, Some(&verified)).expect("identity");
-                    append_forwarded_for(req, client).expect("xff");
+                    set_identity_headers(req, Some(&verified), UnderscoreHeaders::Drop)
+                        .expect("identity");
+                    set_forwarding_headers(req, client, false, client).expect("xff");
                 },
                 BatchSize::SmallInput,
             )

@@ -237,9 +237,9 @@ pub fn normalize_request(req: &mut RequestHeader) -> Result<bool, PathError> {
     }
     let raw = req.raw_path();
     let origin_form = raw.first() == Some(&b'/');
-    if !origin_form
-        && !(starts_with_ignore_case(raw, b"http://") || starts_with_ignore_case(raw, b"https://"))
-    {
+    let absolute_form =
+        starts_with_ignore_case(raw, b"http://") || starts_with_ignore_case(raw, b"https://");
+    if !(origin_form || absolute_form) {
         return Err(PathError::NotAPath);
     }
     let normalized = normalize(req.uri.path())?;

@@ -18,7 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
 use crate::auth::{Caller, authenticate, unix_now};
-use crate::client_ip::client_ip;
+use crate::client_ip::{client_ip, is_trusted};
 use crate::config::AuthMode;
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
@@ -30,7 +30,7 @@ use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
-use crate::upstream::{append_forwarded_for, set_identity_headers, upstream_request_policy};
+use crate::upstream::{set_forwarding_headers, set_identity_headers, upstream_request_policy};
 
 /// The gateway's shared state; one instance serves every request.
 pub struct Gateway {
@@ -48,6 +48,8 @@ pub struct RequestCtx {
     started: Instant,
     /// The configuration this request started with; a reload mid-request does not affect it.
     live: Option<Arc<Live>>,
+    /// The socket peer, and the client it speaks for (the same unless a trusted proxy).
+    peer: IpAddr,
     client_ip: IpAddr,
     route: Option<usize>,
     identity: Option<Arc<Verified>>,
@@ -63,6 +65,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             started: Instant::now(),
             live: None,
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             route: None,
             identity: None,
@@ -82,6 +85,7 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        ctx.peer = peer;
         ctx.client_ip = client_ip(
             peer,
             session.req_header(),
@@ -135,8 +139,21 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        set_identity_headers(upstream_request, ctx.identity.as_deref())?;
-        append_forwarded_for(upstream_request, ctx.client_ip)
+        let Some(live) = ctx.live.as_ref() else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "no configuration",
+            ));
+        };
+        let server = &live.config.server;
+        set_identity_headers(
+            upstream_request,
+            ctx.identity.as_deref(),
+            server.underscore_headers,
+        )?;
+        let peer_trusted =
+            !server.trusted_proxies.is_empty() && is_trusted(ctx.peer, &server.trusted_proxies);
+        set_forwarding_headers(upstream_request, ctx.peer, peer_trusted, ctx.client_ip)
     }
 
     async fn fail_to_proxy(

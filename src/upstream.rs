@@ -13,7 +13,9 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer, health_check::TcpHealthCheck};
 use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 
-use crate::config::{AuthMode, Config, RouteSettings, ServerSettings, UpstreamSettings};
+use crate::config::{
+    AuthMode, Config, RouteSettings, ServerSettings, UnderscoreHeaders, UpstreamSettings,
+};
 use crate::model::{AccountType, Org};
 use crate::ratelimit::RateLimiter;
 use crate::store::LimitStore;
@@ -208,27 +210,64 @@ static IDENTITY_NAMES: [Bytes; 5] = [
     Bytes::from_static(IDENTITY_HEADERS[4].as_bytes()),
 ];
 
+/// Names whose underscore spelling is always removed, whatever `server.underscore_headers`
+/// says: CGI, WSGI, PHP and Rack read `X_User_Id` as `HTTP_X_USER_ID`, the very variable the
+/// gateway's `X-User-Id` becomes, and likewise for the token and the client-address headers.
+const PROTECTED: [&str; 8] = [
+    IDENTITY_HEADERS[0],
+    IDENTITY_HEADERS[1],
+    IDENTITY_HEADERS[2],
+    IDENTITY_HEADERS[3],
+    IDENTITY_HEADERS[4],
+    "x-access-token",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
 const FORWARDED_FOR_NAME: &str = "x-forwarded-for";
 static FORWARDED_FOR: Bytes = Bytes::from_static(FORWARDED_FOR_NAME.as_bytes());
 /// Prebuilt for lookups, which would otherwise parse the name each time.
 static FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static(FORWARDED_FOR_NAME);
+static REAL_IP: Bytes = Bytes::from_static(b"x-real-ip");
+static FORWARDED_HEADER: HeaderName = HeaderName::from_static("forwarded");
 
-fn is_identity_header(name: &HeaderName) -> bool {
+/// Whether a client header must not reach the upstream. Header names arrive lower-cased.
+fn is_spoofed(name: &HeaderName, underscores: UnderscoreHeaders) -> bool {
     let name = name.as_str();
+    if memchr::memchr(b'_', name.as_bytes()).is_some() {
+        return underscores == UnderscoreHeaders::Drop
+            || PROTECTED.iter().any(|p| same_when_dashed(name, p));
+    }
     name.starts_with("x-") && IDENTITY_HEADERS.contains(&name)
 }
 
-/// Remove every identity header the client sent, whatever its case, then add the gateway's own
-/// when the request was authenticated.
+/// `x_user-id` against `x-user-id`: equal once every `_` is read as `-`.
+fn same_when_dashed(name: &str, dashed: &str) -> bool {
+    name.len() == dashed.len()
+        && name
+            .bytes()
+            .zip(dashed.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// Remove every identity header the client sent, in any case or with `_` for `-` (and, by
+/// default, every header with an underscore), then add the gateway's own when the request was
+/// authenticated.
 pub fn set_identity_headers(
     req: &mut RequestHeader,
     identity: Option<&Verified>,
+    underscores: UnderscoreHeaders,
 ) -> pingora::Result<()> {
-    // One pass over what the client sent; the removals only run for a spoofing client.
-    if req.headers.keys().any(is_identity_header) {
-        for name in IDENTITY_HEADERS {
-            while req.remove_header(name).is_some() {}
-        }
+    // One pass over what the client sent; nothing is collected (or allocated) unless a header
+    // has to go.
+    let spoofed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| is_spoofed(name, underscores))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        while req.remove_header(&name).is_some() {}
     }
     if let Some(identity) = identity {
         for (name, value) in IDENTITY_NAMES.iter().zip(&identity.header_values) {
@@ -238,17 +277,45 @@ pub fn set_identity_headers(
     Ok(())
 }
 
-/// Append the client to `X-Forwarded-For`, as every hop of a proxy chain does.
-pub fn append_forwarded_for(req: &mut RequestHeader, client: IpAddr) -> pingora::Result<()> {
-    let value = match req
+/// Who the client is, as the upstream should hear it.
+///
+/// - From a trusted proxy, the peer is appended to `X-Forwarded-For`, as every hop of a proxy
+///   chain does, and `Forwarded` is passed on.
+/// - From anyone else, the client's own `X-Forwarded-For` and `Forwarded` are not believed, so
+///   they are replaced: `X-Forwarded-For` becomes the peer address, and a `Forwarded` the client
+///   sent becomes `for=<peer>`.
+///
+/// `X-Real-IP` is always the client IP the gateway decided on (the one rate limits count).
+pub fn set_forwarding_headers(
+    req: &mut RequestHeader,
+    peer: IpAddr,
+    peer_trusted: bool,
+    client: IpAddr,
+) -> pingora::Result<()> {
+    let peer_text = ip_text(peer);
+    let forwarded_for = match req
         .headers
         .get(&FORWARDED_FOR_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
-        _ => ip_text(client),
+        Some(prev) if peer_trusted && !prev.trim().is_empty() => format!("{prev}, {peer_text}"),
+        _ => peer_text.clone(),
     };
-    req.insert_header(FORWARDED_FOR.clone(), value)
+    if !peer_trusted && req.headers.contains_key(&FORWARDED_HEADER) {
+        let value = match peer {
+            IpAddr::V4(_) => format!("for={peer_text}"),
+            IpAddr::V6(_) => format!("for=\"[{peer_text}]\""),
+        };
+        while req.remove_header(&FORWARDED_HEADER).is_some() {}
+        req.insert_header(FORWARDED_HEADER.clone(), value)?;
+    }
+    let real_ip = if client == peer {
+        peer_text
+    } else {
+        ip_text(client)
+    };
+    req.insert_header(FORWARDED_FOR.clone(), forwarded_for)?;
+    req.insert_header(REAL_IP.clone(), real_ip)
 }
 
 /// An address as text. IPv4, the common case, is written digit by digit: `Ipv4Addr`'s
@@ -364,12 +431,61 @@ mod tests {
     }
 
     #[test]
+    fn underscore_spellings_of_protected_headers_always_go() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X_User_Id", "evil").unwrap();
+        req.append_header("x_account-type", "super").unwrap();
+        req.append_header("X_ACCESS_TOKEN", "forged").unwrap();
+        req.append_header("x_forwarded_for", "6.6.6.6").unwrap();
+        req.append_header("x_custom", "kept").unwrap();
+        req.append_header("x-access-token", "kept").unwrap();
+        set_identity_headers(&mut req, None, UnderscoreHeaders::Keep).unwrap();
+        let mut names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["x-access-token", "x_custom"]);
+        set_identity_headers(&mut req, None, UnderscoreHeaders::Drop).unwrap();
+        let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-access-token"]);
+    }
+
+    #[test]
+    fn forwarding_headers_believe_only_trusted_peers() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "6.6.6.6").unwrap();
+        req.append_header("X-Real-IP", "6.6.6.6").unwrap();
+        req.append_header("Forwarded", "for=6.6.6.6").unwrap();
+        set_forwarding_headers(&mut req, peer, false, peer).unwrap();
+        assert_eq!(req.headers["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(req.headers["x-real-ip"], "203.0.113.9");
+        assert_eq!(req.headers["forwarded"], "for=203.0.113.9");
+        assert_eq!(req.headers.get_all("x-real-ip").iter().count(), 1);
+
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "198.51.100.7")
+            .unwrap();
+        req.append_header("Forwarded", "for=198.51.100.7").unwrap();
+        set_forwarding_headers(&mut req, proxy, true, client).unwrap();
+        assert_eq!(req.headers["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
+        assert_eq!(req.headers["x-real-ip"], "198.51.100.7");
+        assert_eq!(req.headers["forwarded"], "for=198.51.100.7");
+
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Forwarded", "for=x").unwrap();
+        set_forwarding_headers(&mut req, v6, false, v6).unwrap();
+        assert_eq!(req.headers["forwarded"], "for=\"[2001:db8::7]\"");
+    }
+
+    #[test]
     fn spoofed_identity_headers_are_removed_in_any_case() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.append_header("X-User-Id", "evil").unwrap();
         req.append_header("x-user-id", "evil2").unwrap();
         req.append_header("X-ACCOUNT-TYPE", "super").unwrap();
-        set_identity_headers(&mut req, None).unwrap();
+        set_identity_headers(&mut req, None, UnderscoreHeaders::Keep).unwrap();
         for h in IDENTITY_HEADERS {
             assert!(req.headers.get(h).is_none(), "{h}");
         }
@@ -385,7 +501,7 @@ mod tests {
         req.append_header("x-user-id", "evil").unwrap();
         let keys = crate::token::JwtKeys::new(b"0123456789abcdef0123456789abcdef");
         let verified = keys.verify(&keys.issue(&claims).unwrap(), 0).unwrap();
-        set_identity_headers(&mut req, Some(&verified)).unwrap();
+        set_identity_headers(&mut req, Some(&verified), UnderscoreHeaders::Keep).unwrap();
         assert_eq!(req.headers.get_all("x-user-id").iter().count(), 1);
         assert_eq!(req.headers["x-user-id"], "u");
         assert_eq!(req.headers["x-account-type"], "user");

@@ -185,3 +185,50 @@ async fn admin_listener_answers_healthz() {
     // The admin paths are not on the public port.
     assert_eq!(get(gw.url("/healthz"), None).await.status, 401);
 }
+
+#[tokio::test]
+async fn routes_can_be_closed_to_self_registered_organizations() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(format!(
+                "{ROUTES}[[routes]]\nprefix = \"/billing\"\nupstream = \"app\"\n\
+                 account_types = [\"admin\", \"super\"]\norg_tiers = [\"professional\", \"enterprise\"]\n\
+                 [[routes]]\nprefix = \"/doe\"\nupstream = \"app\"\norg_ids = [\"{ORG_ID}\"]\n"
+            )),
+            ..Options::default()
+        },
+    );
+    // Anyone may register, and becomes the admin of a new organization on the trial tier.
+    let a = post_json(
+        &gw.url("/api/auth/register"),
+        serde_json::json!({"email": "mallory@example.org", "password": "a long enough password",
+                           "firstName": "M", "lastName": "X"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let registered = a.json["token"].as_str().unwrap().to_string();
+    assert_eq!(claims(&registered)["accountType"], "admin");
+    let a = get(gw.url("/admin/x"), Some(&registered)).await;
+    assert_eq!(
+        a.status, 200,
+        "account_types alone admits a self-registered admin"
+    );
+    let before = up.count();
+    let a = get(gw.url("/billing/x"), Some(&registered)).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(a.json["error"], "Forbidden");
+    let a = get(gw.url("/doe/x"), Some(&registered)).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(up.count(), before);
+
+    // The seed user belongs to the listed organization, on the professional tier.
+    let token = signin(&gw).await;
+    assert_eq!(get(gw.url("/doe/x"), Some(&token)).await.status, 200);
+    assert_eq!(
+        get(gw.url("/billing/x"), Some(&token)).await.status,
+        403,
+        "a user is not an admin"
+    );
+}
