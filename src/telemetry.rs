@@ -16,23 +16,43 @@ pub fn init() {
         .try_init();
 }
 
-/// The URI with the value of every `token` query parameter replaced by `REDACTED`.
+/// The URI as it may be logged: the value of every `token` query parameter (its name read
+/// percent-decoded, with `&` or `;` between parameters) and anything else that looks like a
+/// JWT, wherever it sits in the path or query, replaced by `REDACTED`.
 pub fn redact_uri(uri: &Uri) -> Cow<'_, str> {
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Some(query) = uri.query() else {
-        return Cow::Borrowed(path_and_query);
+        return redact_jwts(path_and_query);
     };
-    if !query.contains('%') && !query.to_ascii_lowercase().contains("token") {
-        return Cow::Borrowed(path_and_query);
+    let by_name = if query.contains('%') || query.to_ascii_lowercase().contains("token") {
+        let mut out = String::with_capacity(path_and_query.len());
+        out.push_str(uri.path());
+        out.push('?');
+        let mut rest = query;
+        loop {
+            let end = rest.find(['&', ';']).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            match pair.split_once('=') {
+                Some((key, _)) if is_token_key(key) => {
+                    out.push_str(key);
+                    out.push_str("=REDACTED");
+                }
+                _ => out.push_str(pair),
+            }
+            if end == rest.len() {
+                break;
+            }
+            out.push_str(&rest[end..end + 1]);
+            rest = &rest[end + 1..];
+        }
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(path_and_query)
+    };
+    match redact_jwts(&by_name) {
+        Cow::Borrowed(_) => by_name,
+        Cow::Owned(o) => Cow::Owned(o),
     }
-    let redacted: Vec<Cow<'_, str>> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_token_key(key) => Cow::Owned(format!("{key}=REDACTED")),
-            _ => Cow::Borrowed(pair),
-        })
-        .collect();
-    Cow::Owned(format!("{}?{}", uri.path(), redacted.join("&")))
 }
 
 fn is_token_key(key: &str) -> bool {
@@ -41,6 +61,41 @@ fn is_token_key(key: &str) -> bool {
         .map(|(k, _)| k.into_owned())
         .collect();
     decoded.eq_ignore_ascii_case("token")
+}
+
+/// Replace every run that looks like a JWT: it starts with `eyJ` (the base64url of `{"`, how
+/// every JWT header begins) and goes on over base64url characters, dots (also as `%2E`) and
+/// escapes, holding at least one dot.
+fn redact_jwts(text: &str) -> Cow<'_, str> {
+    if !text.contains("eyJ") {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(found) = text[i..].find("eyJ") {
+        let start = i + found;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphanumeric()
+                || matches!(bytes[end], b'-' | b'_' | b'.' | b'%'))
+        {
+            end += 1;
+        }
+        let run = &text[start..end];
+        if run.len() >= 10 && (run.contains('.') || run.to_ascii_uppercase().contains("%2E")) {
+            out.push_str(&text[copied..start]);
+            out.push_str("REDACTED");
+            copied = end;
+        }
+        i = end.max(start + 3);
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -59,5 +114,25 @@ mod tests {
         assert_eq!(r("/a?b=1"), "/a?b=1");
         assert_eq!(r("/a"), "/a");
         assert_eq!(r("/a?tokens=1"), "/a?tokens=1");
+        assert_eq!(r("/a?b=1;token=x&c=2"), "/a?b=1;token=REDACTED&c=2");
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJfaWQiOiJ1In0.c2lnbmF0dXJl";
+
+    #[test]
+    fn anything_that_looks_like_a_jwt_is_redacted() {
+        for (uri, want) in [
+            (format!("/a?token[]={JWT}"), "/a?token[]=REDACTED"),
+            (format!("/a?a=1;token={JWT}"), "/a?a=1;token=REDACTED"),
+            (format!("/a?x=token={JWT}"), "/a?x=token=REDACTED"),
+            (format!("/a?x={JWT}&y=2"), "/a?x=REDACTED&y=2"),
+            (format!("/files/{JWT}/x"), "/files/REDACTED/x"),
+            (format!("/a?q={}", JWT.replace('.', "%2E")), "/a?q=REDACTED"),
+        ] {
+            assert_eq!(r(&uri), want, "{uri}");
+            assert!(!r(&uri).contains("c2lnbmF0dXJl"));
+        }
+        // Words that merely start like one stay.
+        assert_eq!(r("/eyJust/x?a=eyJ"), "/eyJust/x?a=eyJ");
     }
 }

@@ -22,16 +22,26 @@ static ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-access-token");
 ///
 /// A location that is present but unreadable yields an empty token, which fails verification
 /// as malformed: the request is then refused instead of falling through to a later location.
+///
+/// A location that holds two tokens (two `x-access-token` fields, two bearer credentials, two
+/// `token` parameters) is unreadable too: the gateway would check one while a backend may read
+/// the other.
 pub fn header_or_query_token(req: &RequestHeader) -> Option<(Location, Cow<'_, str>)> {
-    if let Some(v) = req.headers.get(&ACCESS_TOKEN) {
-        let token = v.to_str().map(str::trim).unwrap_or("");
+    let mut access = req.headers.get_all(&ACCESS_TOKEN).iter();
+    if let Some(v) = access.next() {
+        let token = match access.next() {
+            Some(_) => "",
+            None => v.to_str().map(str::trim).unwrap_or(""),
+        };
         return Some((Location::AccessTokenHeader, Cow::Borrowed(token)));
     }
-    if let Some(token) = req
+    let mut bearers = req
         .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| bearer(v.as_bytes()))
-    {
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| bearer(v.as_bytes()));
+    if let Some(token) = bearers.next() {
+        let token = if bearers.next().is_some() { "" } else { token };
         return Some((Location::Bearer, Cow::Borrowed(token)));
     }
     query_token(req.uri.query()?).map(|t| (Location::Query, t))
@@ -54,14 +64,30 @@ fn bearer(value: &[u8]) -> Option<&str> {
     Some(rest.trim())
 }
 
+/// The `token` query parameter. Names are read percent-decoded (`%74oken` is `token`), and `;`
+/// separates parameters as `&` does, as some servers read it: whatever spelling a backend would
+/// take for the token, the gateway takes too.
 fn query_token(query: &str) -> Option<Cow<'_, str>> {
-    // Fast path: most queries carry no token at all.
-    if !query.contains("token=") {
+    // Fast path: most queries carry no token at all, in any spelling.
+    if !query.contains("token=") && !query.contains('%') {
         return None;
     }
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v)
+    let mut tokens = query_params(query)
+        .filter(|(k, _)| k == "token")
+        .map(|(_, v)| v);
+    let first = tokens.next()?;
+    Some(match tokens.next() {
+        Some(_) => Cow::Borrowed(""),
+        None => first,
+    })
+}
+
+/// `name=value` pairs separated by `&` or `;`, both percent-decoded (`+` is a space).
+pub fn query_params(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .split(['&', ';'])
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| form_urlencoded::parse(pair.as_bytes()).next())
 }
 
 #[derive(Deserialize)]
@@ -72,8 +98,17 @@ struct BodyWithToken {
 
 /// The `token` field of a JSON object body. A `token` that is not a string counts as present
 /// and unreadable; a body that is not a JSON object has no token.
+///
+/// A body that names `token` twice is unreadable: parsers disagree on which one counts.
 pub fn body_token(body: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<BodyWithToken>(body).ok()?.token? {
+    let parsed = match serde_json::from_slice::<BodyWithToken>(body) {
+        Ok(parsed) => parsed,
+        Err(e) if e.to_string().starts_with("duplicate field `token`") => {
+            return Some(String::new());
+        }
+        Err(_) => return None,
+    };
+    match parsed.token? {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Null => None,
         _ => Some(String::new()),
@@ -134,6 +169,57 @@ mod tests {
     #[test]
     fn similar_query_keys_are_not_tokens() {
         assert_eq!(found(&req("/?mytoken=a&token_type=b", &[])), None);
+    }
+
+    #[test]
+    fn query_names_are_read_decoded_and_split_on_semicolons() {
+        assert_eq!(
+            found(&req("/x?%74oken=q", &[])),
+            Some((Location::Query, "q".into()))
+        );
+        assert_eq!(
+            found(&req("/x?a=1;token=q", &[])),
+            Some((Location::Query, "q".into()))
+        );
+        assert_eq!(found(&req("/x?x=token=q", &[])), None);
+        assert_eq!(found(&req("/x?a=%20", &[])), None);
+    }
+
+    #[test]
+    fn two_tokens_in_one_location_are_unreadable() {
+        assert_eq!(
+            found(&req("/x?token=a&token=b", &[])),
+            Some((Location::Query, "".into()))
+        );
+        assert_eq!(
+            found(&req("/x?token=a;%74oken=b", &[])),
+            Some((Location::Query, "".into()))
+        );
+        assert_eq!(
+            found(&req(
+                "/x",
+                &[("x-access-token", "a"), ("x-access-token", "b")]
+            )),
+            Some((Location::AccessTokenHeader, "".into()))
+        );
+        assert_eq!(
+            found(&req(
+                "/x",
+                &[("authorization", "Bearer a"), ("authorization", "Bearer b")]
+            )),
+            Some((Location::Bearer, "".into()))
+        );
+        assert_eq!(
+            found(&req(
+                "/x",
+                &[("authorization", "Basic x"), ("authorization", "Bearer b")]
+            )),
+            Some((Location::Bearer, "b".into()))
+        );
+        assert_eq!(
+            body_token(br#"{"token":"a","token":"b"}"#),
+            Some(String::new())
+        );
     }
 
     #[test]
