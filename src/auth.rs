@@ -1,5 +1,6 @@
 //! Who is calling: a token turned into a live caller, a password turned into a new session.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -71,23 +72,99 @@ pub async fn standing(
     Ok(org)
 }
 
-/// Check an email and password. An unknown email and a wrong password fail identically and cost
-/// one password verification each; account status is revealed only to the right password.
+/// A correct email and password.
+pub struct Credentials {
+    pub user: Arc<User>,
+    pub org: Option<Arc<Org>>,
+    /// The request presented a device token this user trusted after passing MFA.
+    pub trusted_device: bool,
+}
+
+/// Check an email and password, from `client`, with the device token the request presented.
+///
+/// - An unknown email and a wrong password fail identically: same answer, one password
+///   verification each, and no sooner than the slowest kind of stored hash would fail.
+/// - Failures count against the account (and the account from this address), for unknown
+///   emails too; a locked account is refused with 429 before any hash is computed. A request
+///   with the account's trusted-device token is exempt, so the owner cannot be locked out.
+/// - Account status is revealed only to the right password.
+/// - A right password under bcrypt, or under other argon2 parameters, is rehashed with
+///   argon2id.
 pub async fn check_password(
     gw: &Gateway,
+    live: &Live,
     email: &str,
     password: &str,
+    device_token: Option<&str>,
+    client: IpAddr,
     now: i64,
-) -> Result<(Arc<User>, Option<Arc<Org>>), GatewayError> {
-    let user = gw.users.user_by_email(&normalize_email(email)).await?;
+) -> Result<Credentials, GatewayError> {
+    let email = normalize_email(email);
+    let user = gw.users.user_by_email(&email).await?;
+    let trusted_device = match (&user, device_token.filter(|t| !t.is_empty())) {
+        (Some(user), Some(token)) => {
+            gw.devices
+                .is_trusted(&user.id, &mfa::device_hash(token), now)
+                .await?
+        }
+        _ => false,
+    };
+    if !trusted_device {
+        live.failures.check(&email, client).await?;
+    }
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
     let matches = gw.passwords.verify(password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => return Err(GatewayError::InvalidCredentials),
+        _ => {
+            if !trusted_device {
+                live.failures.failed(&email, client).await;
+            }
+            return Err(GatewayError::InvalidCredentials);
+        }
     };
+    live.failures.succeeded(&email, client).await;
+    let user = rehash_if_needed(gw, user, password).await;
     let org = standing(gw, &user, now).await?;
-    Ok((user, org))
+    Ok(Credentials {
+        user,
+        org,
+        trusted_device,
+    })
+}
+
+/// Replace a legacy hash (bcrypt, or argon2 with other parameters) once the password is known
+/// to be right. Best effort: the sign-in goes on if the store cannot take the new hash.
+async fn rehash_if_needed(gw: &Gateway, user: Arc<User>, password: &str) -> Arc<User> {
+    if !crate::password::needs_rehash(&user.password_hash) {
+        return user;
+    }
+    let password_hash = match gw.passwords.hash(password).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(user = %user.id, "could not rehash a legacy password hash: {e}");
+            return user;
+        }
+    };
+    // Read the record again, so a change made meanwhile (a demotion, say) is not undone.
+    let current = match gw.users.user_by_id(&user.id).await {
+        Ok(Some(current)) if current.password_hash == user.password_hash => current,
+        _ => return user,
+    };
+    let upgraded = User {
+        password_hash,
+        ..User::clone(&current)
+    };
+    match gw.users.save_user(upgraded.clone()).await {
+        Ok(()) => {
+            tracing::info!(user = %user.id, "password hash upgraded to argon2id");
+            Arc::new(upgraded)
+        }
+        Err(e) => {
+            tracing::warn!(user = %user.id, "could not save an upgraded password hash: {e}");
+            current
+        }
+    }
 }
 
 /// Where a correct password leads: a session now, or an email code first.
@@ -107,7 +184,7 @@ pub async fn admit(
     live: &Live,
     user: &User,
     family: Family,
-    device_token: Option<&str>,
+    trusted_device: bool,
     now: i64,
 ) -> Result<Admission, GatewayError> {
     let mfa = &live.config.mfa;
@@ -115,19 +192,8 @@ pub async fn admit(
         && mfa.super_mandatory
         && now >= mfa.super_rollout
         && user.account_type == AccountType::Super;
-    if !(user.mfa_enabled || mandatory_super) {
+    if !(user.mfa_enabled || mandatory_super) || (user.mfa_enabled && trusted_device) {
         return signed_in(gw, live, user, now).await;
-    }
-    if user.mfa_enabled {
-        if let Some(token) = device_token.filter(|t| !t.is_empty()) {
-            if gw
-                .devices
-                .is_trusted(&user.id, &mfa::device_hash(token), now)
-                .await?
-            {
-                return signed_in(gw, live, user, now).await;
-            }
-        }
     }
     challenge(gw, live, user, family, mandatory_super, now).await
 }

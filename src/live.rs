@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{FailureLimiter, RateLimiter};
 use crate::store::LimitStore;
 use crate::token::JwtKeys;
 use crate::upstream::Router;
@@ -15,6 +15,8 @@ pub struct Live {
     /// Shared by every credential endpoint (signin, login, register, MFA verify, SSO callback,
     /// change-password), keyed by client IP.
     pub auth_limiter: RateLimiter,
+    /// Failed password checks per account, shared like the limits.
+    pub failures: FailureLimiter,
 }
 
 impl Live {
@@ -22,7 +24,17 @@ impl Live {
         Ok(Live {
             keys: JwtKeys::new(&config.token.secret),
             router: Router::build(&config, limits.clone())?,
-            auth_limiter: RateLimiter::new("auth", config.rate_limit.auth_per_minute, limits),
+            auth_limiter: RateLimiter::new(
+                "auth",
+                config.rate_limit.auth_per_minute,
+                limits.clone(),
+            ),
+            failures: FailureLimiter::new(
+                config.rate_limit.account_failures,
+                config.rate_limit.account_client_failures,
+                config.rate_limit.account_window,
+                limits,
+            ),
             config,
         })
     }

@@ -4,7 +4,9 @@
 //! semaphore: Pingora's event loop never waits on it, and a flood of signins cannot queue up
 //! unbounded memory (each argon2id hash holds 19 MiB while it runs).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
@@ -33,6 +35,28 @@ fn is_bcrypt(hash: &str) -> bool {
         .any(|p| hash.starts_with(p))
 }
 
+/// bcrypt reads only this many bytes of a password.
+pub const BCRYPT_MAX_BYTES: usize = 72;
+
+/// What a hash costs to check is set by its algorithm and parameters, not its salt: the
+/// `$argon2id$v=19$m=19456,t=2,p=1$` or `$2b$12$` prefix.
+fn hash_class(hash: &str) -> &str {
+    let cut = if is_bcrypt(hash) {
+        hash.match_indices('$').nth(2).map(|(i, _)| i + 1)
+    } else {
+        hash.match_indices('$').nth(3).map(|(i, _)| i + 1)
+    };
+    &hash[..cut.unwrap_or(hash.len())]
+}
+
+/// Whether a hash should be replaced by a fresh argon2id one at the next successful sign-in:
+/// bcrypt, or argon2 with other parameters than the ones this gateway uses.
+pub fn needs_rehash(hash: &str) -> bool {
+    hash_class(hash) != OWASP_CLASS
+}
+
+const OWASP_CLASS: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
 /// Hash a password with argon2id and a fresh random salt (blocking).
 pub fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
@@ -42,9 +66,13 @@ pub fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Er
 }
 
 /// Check a password against a stored hash (blocking). Any unreadable hash is a mismatch.
+///
+/// bcrypt only reads the first 72 bytes of a password; a longer one is refused against a bcrypt
+/// hash rather than checked on its prefix, so nothing past byte 72 is silently ignored.
 pub fn verify_blocking(password: &str, hash: &str) -> bool {
     if is_bcrypt(hash) {
-        return bcrypt::verify(password, hash).unwrap_or(false);
+        return password.len() <= BCRYPT_MAX_BYTES
+            && bcrypt::verify(password, hash).unwrap_or(false);
     }
     match PasswordHash::new(hash) {
         // The parameters come from the hash itself; Argon2's comparison is constant time.
@@ -55,24 +83,88 @@ pub fn verify_blocking(password: &str, hash: &str) -> bool {
     }
 }
 
-pub struct Passwords {
-    permits: Semaphore,
-    /// Verified against when the email is unknown, so that both failures cost the same.
-    dummy_hash: Arc<str>,
+/// How long a failed check takes, at least, so that every failure looks alike.
+///
+/// An unknown email is checked against a dummy argon2id hash, and a wrong password against the
+/// account's own hash, which may be bcrypt at some cost, or argon2 with other parameters: left
+/// alone, the time of the answer tells them apart. Each check's cost is remembered per kind of
+/// hash (a moving average), and every failure is held until the slowest kind's cost, with
+/// headroom, has passed. Only failures wait; the work itself is not repeated.
+struct FailureFloor {
+    costs: Mutex<HashMap<String, Duration>>,
 }
 
-impl Passwords {
-    pub fn new(max_concurrent: usize) -> Passwords {
-        let dummy_hash = hash_blocking("authgate-timing-equalizer")
-            .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$invalid".into());
-        Passwords {
-            permits: Semaphore::new(max_concurrent.max(1)),
-            dummy_hash: dummy_hash.into(),
+/// Headroom over the slowest kind's average, so that checks slower than average still finish
+/// before the floor: 25 %.
+const FLOOR_HEADROOM: f64 = 1.25;
+
+impl FailureFloor {
+    fn record(&self, class: &str, took: Duration) {
+        let mut costs = match self.costs.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match costs.get_mut(class) {
+            Some(avg) => *avg = avg.mul_f64(0.8) + took.mul_f64(0.2),
+            None => {
+                costs.insert(class.to_owned(), took);
+            }
         }
     }
 
-    /// Verify `password` against `hash`, or against a dummy hash when there is no user, so an
-    /// unknown email takes as long as a wrong password.
+    fn floor(&self) -> Duration {
+        let costs = match self.costs.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        costs
+            .values()
+            .max()
+            .copied()
+            .unwrap_or_default()
+            .mul_f64(FLOOR_HEADROOM)
+    }
+}
+
+pub struct Passwords {
+    permits: Semaphore,
+    /// Verified against when the email is unknown, so that both failures do the same work.
+    dummy_hash: Arc<str>,
+    floor: Arc<FailureFloor>,
+}
+
+impl Passwords {
+    /// `known_hashes` are the hashes the store holds (or a sample): the cost of each kind among
+    /// them is measured now, so failures look alike from the first request on.
+    pub fn new<'a>(
+        max_concurrent: usize,
+        known_hashes: impl IntoIterator<Item = &'a str>,
+    ) -> Passwords {
+        let dummy_hash: Arc<str> = hash_blocking("authgate-timing-equalizer")
+            .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$invalid".into())
+            .into();
+        let floor = Arc::new(FailureFloor {
+            costs: Mutex::new(HashMap::new()),
+        });
+        let mut seen = std::collections::HashSet::new();
+        let mut measure = |hash: &str| {
+            if seen.insert(hash_class(hash).to_owned()) {
+                let started = Instant::now();
+                verify_blocking("\u{0}not the password", hash);
+                floor.record(hash_class(hash), started.elapsed());
+            }
+        };
+        measure(&dummy_hash);
+        known_hashes.into_iter().for_each(measure);
+        Passwords {
+            permits: Semaphore::new(max_concurrent.max(1)),
+            dummy_hash,
+            floor,
+        }
+    }
+
+    /// Verify `password` against `hash`, or against a dummy hash when there is no user. A
+    /// failure, for either reason, answers no sooner than the slowest kind of hash would.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, GatewayError> {
         let known = hash.is_some();
         let hash: Arc<str> = match hash {
@@ -80,8 +172,25 @@ impl Passwords {
             None => Arc::clone(&self.dummy_hash),
         };
         let password = password.to_owned();
-        let ok = self.run(move || verify_blocking(&password, &hash)).await?;
-        Ok(ok && known)
+        let floor = Arc::clone(&self.floor);
+        let (ok, took) = self
+            .run(move || {
+                let started = Instant::now();
+                let ok = verify_blocking(&password, &hash);
+                let took = started.elapsed();
+                floor.record(hash_class(&hash), took);
+                (ok, took)
+            })
+            .await?;
+        let ok = ok && known;
+        if !ok {
+            // Measured from the start of the work, not of the wait for a permit: queueing
+            // depends on other callers, not on this account.
+            if let Some(rest) = self.floor.floor().checked_sub(took) {
+                tokio::time::sleep(rest).await;
+            }
+        }
+        Ok(ok)
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, GatewayError> {
@@ -132,9 +241,49 @@ mod tests {
         assert!(!verify_blocking("x", "$argon2id$broken"));
     }
 
+    #[test]
+    fn long_passwords_are_refused_against_bcrypt_not_truncated() {
+        let long = "x".repeat(80);
+        let h = bcrypt::hash(&long, 4).unwrap();
+        assert!(
+            !verify_blocking(&long, &h),
+            "bcrypt would have read only 72 bytes"
+        );
+        assert!(!verify_blocking(&"x".repeat(73), &h));
+        let exact = "y".repeat(72);
+        let h = bcrypt::hash(&exact, 4).unwrap();
+        assert!(verify_blocking(&exact, &h));
+    }
+
+    #[test]
+    fn classes_and_rehash() {
+        let argon = hash_blocking("pw").unwrap();
+        assert_eq!(hash_class(&argon), OWASP_CLASS);
+        assert!(!needs_rehash(&argon));
+        let b = bcrypt::hash("pw", 4).unwrap();
+        assert_eq!(hash_class(&b), "$2b$04$");
+        assert!(needs_rehash(&b));
+        assert!(needs_rehash("$argon2id$v=19$m=4096,t=3,p=1$c2FsdA$aGFzaA"));
+    }
+
+    #[tokio::test]
+    async fn failures_wait_for_the_slowest_kind_of_hash() {
+        let slow = bcrypt::hash("pw", 10).unwrap();
+        let p = Passwords::new(2, [slow.as_str()]);
+        let floor = p.floor.floor();
+        assert!(floor > Duration::from_millis(20), "{floor:?}");
+        let started = Instant::now();
+        assert!(!p.verify("pw", None).await.unwrap());
+        assert!(
+            started.elapsed() >= floor.mul_f64(0.9),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn unknown_user_never_verifies() {
-        let p = Passwords::new(2);
+        let p = Passwords::new(2, []);
         assert!(!p.verify("authgate-timing-equalizer", None).await.unwrap());
     }
 }

@@ -4,7 +4,10 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
 use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
@@ -59,6 +62,114 @@ impl RateLimiter {
     }
 }
 
+/// Failed password checks, counted per account and per client address and account, for known
+/// and unknown emails alike (so a refusal says nothing about whether the account exists).
+///
+/// Once `per_account` failures (or `per_client` from one address) fall within one window,
+/// which starts at the first of them, further attempts are refused with 429 until the window
+/// ends, before any password hash is computed. A success clears the account's count.
+pub struct FailureLimiter {
+    per_account: u32,
+    per_client: u32,
+    window: Duration,
+    shared: Option<Arc<dyn LimitStore>>,
+    /// Always counts, and decides whenever the shared store cannot answer.
+    local: DashMap<String, (u32, Instant)>,
+}
+
+/// The bucket of an account: a hash of its normalised email, so that neither the process nor
+/// Redis keeps a list of the addresses people tried.
+fn account_bucket(email: &str) -> String {
+    let digest = Sha256::digest(email.as_bytes());
+    hex::encode(&digest[..16])
+}
+
+fn client_bucket(account: &str, ip: IpAddr) -> String {
+    format!("{account}:{ip}")
+}
+
+impl FailureLimiter {
+    pub fn new(
+        per_account: u32,
+        per_client: u32,
+        window: Duration,
+        shared: Option<Arc<dyn LimitStore>>,
+    ) -> FailureLimiter {
+        FailureLimiter {
+            per_account,
+            per_client,
+            window,
+            shared,
+            local: DashMap::new(),
+        }
+    }
+
+    /// Refuse when the account, or this address on this account, is locked.
+    pub async fn check(&self, email: &str, ip: IpAddr) -> Result<(), GatewayError> {
+        let account = account_bucket(email);
+        let counts = match &self.shared {
+            Some(shared) => match shared.failures(&account, ip).await {
+                Ok(counts) => counts,
+                Err(e) => {
+                    tracing::warn!("shared failure counts unavailable, using the local ones: {e}");
+                    self.local_counts(&account, ip, Instant::now())
+                }
+            },
+            None => self.local_counts(&account, ip, Instant::now()),
+        };
+        let [(by_account, account_left), (by_client, client_left)] = counts;
+        if by_account >= self.per_account {
+            return Err(limited(account_left));
+        }
+        if by_client >= self.per_client {
+            return Err(limited(client_left));
+        }
+        Ok(())
+    }
+
+    pub async fn failed(&self, email: &str, ip: IpAddr) {
+        let account = account_bucket(email);
+        let now = Instant::now();
+        for key in [client_bucket(&account, ip), account.clone()] {
+            let mut entry = self.local.entry(key).or_insert((0, now + self.window));
+            if entry.1 <= now {
+                *entry = (0, now + self.window);
+            }
+            entry.0 = entry.0.saturating_add(1);
+        }
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.add_failure(&account, ip, self.window).await {
+                tracing::warn!("could not share a failed sign-in count: {e}");
+            }
+        }
+    }
+
+    pub async fn succeeded(&self, email: &str, ip: IpAddr) {
+        let account = account_bucket(email);
+        self.local.remove(&client_bucket(&account, ip));
+        self.local.remove(&account);
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.clear_failures(&account, ip).await {
+                tracing::warn!("could not clear failed sign-in counts: {e}");
+            }
+        }
+    }
+
+    fn local_counts(&self, account: &str, ip: IpAddr, now: Instant) -> [(u32, Duration); 2] {
+        let read = |key: &str| match self.local.get(key) {
+            Some(entry) if entry.1 > now => (entry.0, entry.1 - now),
+            _ => (0, Duration::ZERO),
+        };
+        [read(account), read(&client_bucket(account, ip))]
+    }
+
+    /// Forget windows that are over.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.local.retain(|_, (_, end)| *end > now);
+    }
+}
+
 fn limited(wait: Duration) -> GatewayError {
     GatewayError::RateLimited {
         retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
@@ -107,6 +218,33 @@ impl<C: Clock + Clone> IpLimiter<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn failures_lock_the_account_from_every_address_until_a_success() {
+        let limiter = FailureLimiter::new(3, 2, Duration::from_secs(60), None);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        limiter.check("x@y.z", a).await.unwrap();
+        limiter.failed("x@y.z", a).await;
+        limiter.failed("x@y.z", a).await;
+        // Two from one address lock that address out of this account only.
+        assert!(matches!(
+            limiter.check("x@y.z", a).await,
+            Err(GatewayError::RateLimited {
+                retry_after_secs: 60
+            })
+        ));
+        limiter.check("x@y.z", b).await.unwrap();
+        limiter.check("other@y.z", a).await.unwrap();
+        limiter.failed("x@y.z", b).await;
+        // Three in all lock the account from everywhere.
+        assert!(limiter.check("x@y.z", c).await.is_err());
+        limiter.succeeded("x@y.z", c).await;
+        limiter.check("x@y.z", c).await.unwrap();
+    }
     use governor::clock::FakeRelativeClock;
     use std::time::Duration;
 

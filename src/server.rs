@@ -159,7 +159,15 @@ fn seed(redis: &RedisStore, path: &std::path::Path) {
 }
 
 pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway> {
-    let passwords = Arc::new(Passwords::new(config.password.max_concurrent_hashes));
+    // The users file is the memory store itself, and what Redis was seeded from: its hashes
+    // tell which kinds of hash the store holds, so failures can be made to look alike.
+    let known_hashes: Vec<String> = UsersFile::load(&config.store.users_file)
+        .map(|f| f.users.into_iter().map(|u| u.password_hash).collect())
+        .unwrap_or_default();
+    let passwords = Arc::new(Passwords::new(
+        config.password.max_concurrent_hashes,
+        known_hashes.iter().map(String::as_str),
+    ));
     let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
     let mailer = Mailer::new(&live.config.mfa.delivery).context("cannot set up mfa.delivery")?;
     Ok(Gateway {
@@ -239,6 +247,7 @@ impl BackgroundService for Upkeep {
                 self.sessions.sweep(unix_now()).await;
                 self.challenges.sweep(unix_now()).await;
                 live.auth_limiter.sweep();
+                live.failures.sweep();
                 for route in live.router.routes() {
                     if let Some(limiter) = &route.limiter {
                         limiter.sweep();

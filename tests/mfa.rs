@@ -571,3 +571,33 @@ async fn across_redis_instances() {
     let trusted = signin_with(&a, EMAIL, PASSWORD, json!({"deviceToken": device})).await;
     assert!(trusted.json["token"].is_string(), "{}", trusted.text);
 }
+
+#[tokio::test]
+async fn the_owners_trusted_device_gets_in_while_the_account_is_locked() {
+    let hook = Upstream::start();
+    let mut opts = mfa_options(&hook, "");
+    opts.server_section = "trusted_proxies = [\"127.0.0.1/32\"]\n".into();
+    opts.rate_limit_section = "[rate_limit]\nauth_per_minute = 1000\naccount_failures = 3\n".into();
+    let gw = Gateway::start(&hook, opts);
+    let (_, device) = verified_device(&gw, &hook).await;
+    // An attacker locks the account from many addresses.
+    for i in 0..4 {
+        let a = read(
+            client()
+                .post(gw.url("/api/auth/signin"))
+                .header("x-forwarded-for", format!("198.51.100.{i}"))
+                .json(&json!({"email": EMAIL, "password": "guess"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, if i < 3 { 401 } else { 429 }, "{}", a.text);
+    }
+    // Without the device, even the owner is refused; with it, the owner gets in.
+    let a = signin_with(&gw, EMAIL, PASSWORD, json!({})).await;
+    assert_eq!(a.status, 429, "{}", a.text);
+    let a = signin_with(&gw, EMAIL, PASSWORD, json!({"deviceToken": device})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(a.json["token"].is_string(), "{}", a.text);
+}

@@ -6,10 +6,14 @@ mod common;
 use common::*;
 use serde_json::json;
 
+/// A failed signin, each for an email of its own, so that only the per-address limit applies
+/// (failures on one account are limited separately, see `tests/lockout.rs`).
 async fn signin_from(gw: &Gateway, xff: Option<&str>) -> Answer {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut req = client()
         .post(gw.url("/api/auth/signin"))
-        .json(&json!({"email": EMAIL, "password": "wrong-password"}));
+        .json(&json!({"email": format!("nobody{n}@mydomain.com"), "password": "wrong-password"}));
     if let Some(xff) = xff {
         req = req.header("x-forwarded-for", xff);
     }

@@ -117,30 +117,26 @@ async fn the_credential_limit_is_shared_by_all_instances() {
     let up = Upstream::start();
     let a = Gateway::start(&up, redis_opts(&format!("\"{}\"", redis.url()), ""));
     let b = Gateway::start(&up, redis_opts(&format!("\"{}\"", redis.url()), ""));
-    let body = json!({"email": EMAIL, "password": "wrong"});
-    for _ in 0..6 {
+    // An email of its own each time: failures on one account are limited on their own.
+    let body = |i: usize| json!({"email": format!("nobody{i}@mydomain.com"), "password": "wrong"});
+    for i in 0..6 {
         assert_eq!(
-            post_json(&a.url("/api/auth/signin"), body.clone())
-                .await
-                .status,
+            post_json(&a.url("/api/auth/signin"), body(i)).await.status,
             401
         );
     }
-    for _ in 0..4 {
+    for i in 6..10 {
         assert_eq!(
-            post_json(&b.url("/api/auth/signin"), body.clone())
-                .await
-                .status,
+            post_json(&b.url("/api/auth/signin"), body(i)).await.status,
             401
         );
     }
-    let eleventh = post_json(&b.url("/api/auth/signin"), body.clone()).await;
+    let last = body(10);
+    let eleventh = post_json(&b.url("/api/auth/signin"), last.clone()).await;
     assert_eq!(eleventh.status, 429, "{}", eleventh.text);
     assert!(eleventh.headers.contains_key("retry-after"));
     assert_eq!(
-        post_json(&a.url("/api/auth/signin"), body.clone())
-            .await
-            .status,
+        post_json(&a.url("/api/auth/signin"), last).await.status,
         429
     );
     let keys: Vec<String> = redis.query(&["KEYS", "ag:rl:*"]);
@@ -423,15 +419,11 @@ async fn a_redis_cluster_works_the_same() {
     assert_eq!(signout(&b, &token).await.status, 200);
     refused_within(&a, &token, Duration::from_secs(1)).await;
 
-    let body = json!({"email": EMAIL, "password": "wrong"});
     let mut statuses = Vec::new();
     for i in 0..11 {
         let gw = if i < 6 { &a } else { &b };
-        statuses.push(
-            post_json(&gw.url("/api/auth/signin"), body.clone())
-                .await
-                .status,
-        );
+        let body = json!({"email": format!("nobody{i}@mydomain.com"), "password": "wrong"});
+        statuses.push(post_json(&gw.url("/api/auth/signin"), body).await.status);
     }
     // The signin above already counted: nine more pass, across both instances.
     assert_eq!(

@@ -331,10 +331,7 @@ async fn every_spelling_of_the_token_parameter_is_the_token() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let before = up.count();
-    for query in [
-        format!("%74oken={revoked}"),
-        format!("a=1;token={revoked}"),
-    ] {
+    for query in [format!("%74oken={revoked}"), format!("a=1;token={revoked}")] {
         let a = get(&gw.url(&format!("/maybe/x?{query}")), &[]).await;
         assert_error(&a, 401, "Session expired", "session expired");
     }
@@ -343,7 +340,10 @@ async fn every_spelling_of_the_token_parameter_is_the_token() {
         (format!("/maybe/x?token={token}&token={revoked}"), vec![]),
         (
             "/maybe/x".to_string(),
-            vec![("x-access-token", token.as_str()), ("x-access-token", revoked.as_str())],
+            vec![
+                ("x-access-token", token.as_str()),
+                ("x-access-token", revoked.as_str()),
+            ],
         ),
     ] {
         let mut req = client().get(gw.url(&path));

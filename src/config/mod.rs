@@ -135,6 +135,11 @@ pub struct RedisSettings {
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
     pub auth_per_minute: NonZeroU32,
+    /// Failed sign-ins on one account, from any address, that lock it for the rest of the window.
+    pub account_failures: u32,
+    /// Failed sign-ins on one account from one address that lock that address out of it.
+    pub account_client_failures: u32,
+    pub account_window: Duration,
 }
 
 /// Passwords longer than this are refused, never truncated.
@@ -439,9 +444,28 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         }
     };
 
-    let rate_limit = RateLimitSettings {
-        auth_per_minute: NonZeroU32::new(raw.rate_limit.auth_per_minute)
-            .ok_or_else(|| v.err("rate_limit.auth_per_minute", "must be at least 1"))?,
+    let rate_limit = {
+        let r = &raw.rate_limit;
+        if r.account_failures == 0 {
+            return Err(v.err("rate_limit.account_failures", "must be at least 1"));
+        }
+        let account_client_failures = r.account_client_failures.unwrap_or(r.account_failures);
+        if account_client_failures == 0 || account_client_failures > r.account_failures {
+            return Err(v.err(
+                "rate_limit.account_client_failures",
+                "must be between 1 and rate_limit.account_failures",
+            ));
+        }
+        if r.account_window_secs == 0 {
+            return Err(v.err("rate_limit.account_window_secs", "must be at least 1"));
+        }
+        RateLimitSettings {
+            auth_per_minute: NonZeroU32::new(r.auth_per_minute)
+                .ok_or_else(|| v.err("rate_limit.auth_per_minute", "must be at least 1"))?,
+            account_failures: r.account_failures,
+            account_client_failures,
+            account_window: Duration::from_secs(r.account_window_secs),
+        }
     };
 
     let password = PasswordSettings {

@@ -132,12 +132,19 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimit {
     pub auth_per_minute: u32,
+    pub account_failures: u32,
+    /// Defaults to `account_failures`.
+    pub account_client_failures: Option<u32>,
+    pub account_window_secs: u64,
 }
 
 impl Default for RawRateLimit {
     fn default() -> Self {
         RawRateLimit {
             auth_per_minute: 10,
+            account_failures: 5,
+            account_client_failures: None,
+            account_window_secs: 300,
         }
     }
 }

@@ -26,12 +26,22 @@ pub async fn sign_in(
     family: Family,
 ) -> Result<Reply, GatewayError> {
     let creds: Credentials = parse_json(req.body)?;
-    let (user, org) = check_password(gw, &creds.email, &creds.password, req.now).await?;
     let device = creds
         .device_token
         .as_deref()
         .or(req.device_cookie.as_deref());
-    match admit(gw, live, &user, family, device, req.now).await? {
+    let checked = check_password(
+        gw,
+        live,
+        &creds.email,
+        &creds.password,
+        device,
+        req.client_ip,
+        req.now,
+    )
+    .await?;
+    let (user, org) = (checked.user, checked.org);
+    match admit(gw, live, &user, family, checked.trusted_device, req.now).await? {
         Admission::SignedIn { token } => {
             tracing::info!(user = %user.id, client = %req.client_ip, "signed in");
             Ok(Reply::ok(views::signed_in(

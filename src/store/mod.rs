@@ -5,6 +5,7 @@ pub mod memory;
 pub mod redis;
 pub mod users_file;
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,22 @@ pub trait DeviceStore: Send + Sync {
 #[async_trait]
 pub trait LimitStore: Send + Sync {
     async fn hit(&self, key: &str, per_minute: NonZeroU32) -> Result<Option<Duration>, StoreError>;
+    /// Failed sign-ins counted in the current window, with the time left in it: for the account
+    /// bucket, then for the account bucket and this client address.
+    async fn failures(
+        &self,
+        account: &str,
+        client: IpAddr,
+    ) -> Result<[(u32, Duration); 2], StoreError>;
+    /// Count one failure in both buckets; a bucket's window starts at its first failure.
+    async fn add_failure(
+        &self,
+        account: &str,
+        client: IpAddr,
+        window: Duration,
+    ) -> Result<(), StoreError>;
+    /// Forget the failures of the account and of this address on it.
+    async fn clear_failures(&self, account: &str, client: IpAddr) -> Result<(), StoreError>;
 }
 
 /// Whether the backend can serve requests right now, for `/readyz`.

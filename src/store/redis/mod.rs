@@ -15,12 +15,15 @@
 //! | `P{u:<user>}:devices` | set of the user's trusted device hashes |
 //! | `Pmfa:{<challenge>}` | MFA challenge, JSON (code hash, attempts), expiring with it |
 //! | `Prl:<bucket>:<ip>` | rate-limit state (GCRA theoretical arrival time, ms) |
+//! | `Paf:{<account>}` | failed sign-ins on an account (hash of its email), expiring with the window |
+//! | `Paf:{<account>}:<ip>` | failed sign-ins on that account from one address |
 //!
 //! Changes are announced on the channel `Pevents`, so that every instance's cache drops what
 //! changed at once (see `cache`).
 
 mod cache;
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +113,10 @@ impl Keys {
     fn limit(&self, key: &str) -> String {
         format!("{}rl:{key}", self.prefix)
     }
+    fn failures(&self, account: &str, client: IpAddr) -> [String; 2] {
+        let account_key = format!("{}af:{{{account}}}", self.prefix);
+        [format!("{account_key}:{client}"), account_key]
+    }
     fn secret(&self) -> String {
         format!("{}secret", self.prefix)
     }
@@ -194,6 +201,22 @@ end
 redis.call('DEL', KEYS[1])
 return {1, v}";
 
+/// Failure counts and the milliseconds left in their windows, for each key.
+const FAILURES: &str = r"
+local out = {}
+for _, k in ipairs(KEYS) do
+  out[#out + 1] = tonumber(redis.call('GET', k) or '0')
+  out[#out + 1] = redis.call('PTTL', k)
+end
+return out";
+
+/// Count a failure under each key; a key's window starts with its first failure.
+const ADD_FAILURE: &str = r"
+for _, k in ipairs(KEYS) do
+  if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, ARGV[1]) end
+end
+return 1";
+
 struct Scripts {
     attempt: Script,
     create_user: Script,
@@ -202,6 +225,8 @@ struct Scripts {
     revoke_session: Script,
     revoke_user: Script,
     rate_limit: Script,
+    failures: Script,
+    add_failure: Script,
 }
 
 struct Inner {
@@ -300,6 +325,8 @@ impl RedisStore {
                     revoke_session: Script::new(REVOKE_SESSION),
                     revoke_user: Script::new(REVOKE_USER),
                     rate_limit: Script::new(RATE_LIMIT),
+                    failures: Script::new(FAILURES),
+                    add_failure: Script::new(ADD_FAILURE),
                 },
                 cluster,
             }),
@@ -786,6 +813,50 @@ impl LimitStore for RedisStore {
             .arg(per_minute.get());
         let wait_ms: i64 = self.run(call.invoke_async(&mut conn)).await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+    }
+
+    async fn failures(
+        &self,
+        account: &str,
+        client: IpAddr,
+    ) -> Result<[(u32, Duration); 2], StoreError> {
+        let [client_key, account_key] = self.inner.keys.failures(account, client);
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.failures.prepare_invoke();
+        call.key(account_key).key(client_key);
+        let v: Vec<i64> = self.run(call.invoke_async(&mut conn)).await?;
+        let pair = |i: usize| {
+            let count = v.get(i).copied().unwrap_or(0);
+            let left_ms = v.get(i + 1).copied().unwrap_or(0).max(0);
+            (
+                u32::try_from(count).unwrap_or(u32::MAX),
+                Duration::from_millis(left_ms.unsigned_abs()),
+            )
+        };
+        Ok([pair(0), pair(2)])
+    }
+
+    async fn add_failure(
+        &self,
+        account: &str,
+        client: IpAddr,
+        window: Duration,
+    ) -> Result<(), StoreError> {
+        let [client_key, account_key] = self.inner.keys.failures(account, client);
+        let mut conn = self.conn();
+        let mut call = self.inner.scripts.add_failure.prepare_invoke();
+        call.key(account_key)
+            .key(client_key)
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.run(call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    async fn clear_failures(&self, account: &str, client: IpAddr) -> Result<(), StoreError> {
+        let keys = self.inner.keys.failures(account, client);
+        let mut conn = self.conn();
+        self.run(conn.del::<_, ()>(&keys)).await
     }
 }
 
