@@ -1,5 +1,5 @@
 //! The per-request cost of finding and verifying a token, for each location, and of adding
-//! the identity headers to the forwarded request.
+//! the identity headers to the forwarded request, and of normalising its path.
 //!
 //! Run with `cargo bench --bench token`.
 
@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use authgate::config::UnderscoreHeaders;
 use authgate::model::AccountType;
+use authgate::path::normalize_request;
 use authgate::token::{Claims, JwtKeys, body_token, header_or_query_token};
 use authgate::upstream::{set_forwarding_headers, set_identity_headers};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -119,6 +120,23 @@ fn bench(c: &mut Criterion) {
                         .expect("identity");
                     set_forwarding_headers(req, client, false, client).expect("xff");
                 },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+
+    // Every request's path is normalised before routing; a plain path must stay nearly free.
+    let mut g = c.benchmark_group("path");
+    for (name, target) in [
+        ("plain", "/api/cases/42/documents?page=2"),
+        ("dot-segments", "/public/%2e%2e/api/./cases//42?page=2"),
+    ] {
+        let req = request(target, &[]);
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || req.clone(),
+                |req| normalize_request(black_box(req)).expect("normal"),
                 BatchSize::SmallInput,
             )
         });

@@ -1,4 +1,5 @@
-//! The admin listener: liveness and readiness for orchestrators, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, and the OpenAPI description of
+//! the gateway's endpoints, kept off the public port.
 
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use serde_json::json;
 
 use crate::store::StoreHealth;
 
+/// The OpenAPI 3.1 description of the gateway's own endpoints (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
 }
@@ -18,6 +22,9 @@ pub struct Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if session.req_header().uri.path() == "/openapi.json" {
+            return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec());
+        }
         let (status, body) = match session.req_header().uri.path() {
             // Alive: the process answers. Restarting it would not fix a store outage.
             "/healthz" => (StatusCode::OK, json!({"status": "ok"})),

@@ -47,6 +47,10 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("request target too long")]
+    UriTooLong { limit: usize },
+    #[error("too many header fields")]
+    TooManyHeaders { limit: usize },
     #[error("no route")]
     NotFound,
     #[error("method not allowed")]
@@ -92,6 +96,8 @@ impl GatewayError {
             NotFound => 404,
             MethodNotAllowed => 405,
             PayloadTooLarge { .. } => 413,
+            UriTooLong { .. } => 414,
+            TooManyHeaders { .. } => 431,
             RateLimited { .. } => 429,
             BadRequest(_) => 400,
             BadGateway => 502,
@@ -149,6 +155,14 @@ impl GatewayError {
             PayloadTooLarge { limit } => (
                 "Payload Too Large",
                 format!("Request body is larger than {limit} bytes").into(),
+            ),
+            UriTooLong { limit } => (
+                "URI Too Long",
+                format!("The request target is longer than {limit} bytes").into(),
+            ),
+            TooManyHeaders { limit } => (
+                "Request Header Fields Too Large",
+                format!("The request has more than {limit} header fields").into(),
             ),
             NotFound => ("Not Found", "No route matches this path".into()),
             MethodNotAllowed => (

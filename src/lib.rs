@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod connections;
 pub mod endpoints;
 pub mod error;
 pub mod live;

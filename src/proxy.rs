@@ -20,6 +20,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::{client_ip, is_trusted};
 use crate::config::AuthMode;
+use crate::connections::{HeaderSeen, LINGER, drain};
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
@@ -31,6 +32,11 @@ use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
 use crate::upstream::{set_forwarding_headers, set_identity_headers, upstream_request_policy};
+
+/// Longest request target (path and query) accepted, as nginx's default header buffers allow.
+const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// Most header fields accepted in one request.
+const MAX_HEADER_FIELDS: usize = 100;
 
 /// The gateway's shared state; one instance serves every request.
 pub struct Gateway {
@@ -76,6 +82,28 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
         // No response compression here (backends compress, or a CDN does): skipping Pingora's
         // default module saves its per-request setup.
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Pingora keeps an HTTP/1.1 connection open for its next request without a time limit
+        // unless told otherwise; every request sets it again (a `Connection: close` still wins).
+        let idle = self.live.load().config.server.keepalive_timeout;
+        session.set_keepalive(Some(idle.as_secs().max(1)));
+        Ok(())
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // The header of this request is complete: lift the header deadline.
+        HeaderSeen::signal(previous);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -229,6 +257,19 @@ impl Gateway {
         ctx: &mut RequestCtx,
         live: &Live,
     ) -> Result<Option<Reply>, GatewayError> {
+        // Pingora refuses targets over 64 KiB and more than 256 fields with a bare 400; below
+        // its limits, the gateway's own are answered in JSON.
+        let req = session.req_header();
+        if req.raw_path().len() > MAX_TARGET_BYTES {
+            return Err(GatewayError::UriTooLong {
+                limit: MAX_TARGET_BYTES,
+            });
+        }
+        if req.headers.len() > MAX_HEADER_FIELDS {
+            return Err(GatewayError::TooManyHeaders {
+                limit: MAX_HEADER_FIELDS,
+            });
+        }
         // Everything below, endpoints and routes alike, sees only the normalised path, and it
         // is also what the upstream receives.
         let encoded_separator = normalize_request(session.req_header_mut())?;
@@ -388,6 +429,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
                 tracing::debug!("request body read failed: {e}");
+                // Where a body's framing broke, the next request's would start is unknown: the
+                // connection is not reused (RFC 9112 section 9.6).
+                session.set_keepalive(None);
                 return Err(GatewayError::BadRequest(
                     "The request body could not be read".into(),
                 ));
@@ -416,12 +460,19 @@ async fn respond(
         resp.insert_header(*name, value.as_str())?;
     }
     let downstream = session.as_downstream_mut();
-    if !(downstream.is_body_empty() || downstream.is_body_done()) {
-        // An unread body (refused upload, oversized request) is not worth draining.
+    let unread = !(downstream.is_body_empty() || downstream.is_body_done());
+    if unread {
+        // The connection cannot be reused with a body half read.
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_body(Some(body), true).await?;
+    if unread {
+        // A client that sends its whole body before reading would otherwise meet a reset when
+        // the connection closes with its data unread, and lose this answer.
+        drain(session.as_downstream_mut(), LINGER).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::auth::unix_now;
 use crate::config::{Backend, Config};
+use crate::connections::{Connections, Limits};
 use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
@@ -29,6 +30,12 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    // Each open connection holds a descriptor (two while proxied): take every descriptor the
+    // system allows, rather than the 1024 a shell often starts with.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "descriptor limit"),
+        Err(e) => tracing::warn!("could not raise the descriptor limit: {e}"),
+    }
     let stores = build_stores(&mut config)?;
     let gateway = build_gateway(config.clone(), &stores)?;
     let live = Arc::clone(&gateway.live);
@@ -37,7 +44,19 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    let proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = Service::new(
+        "authgate".to_string(),
+        Connections::new(
+            proxy_app,
+            Limits {
+                max_per_ip: config.server.max_connections_per_ip,
+                header_timeout: config.server.header_timeout,
+                idle: config.server.keepalive_timeout,
+                trusted_proxies: config.server.trusted_proxies.clone(),
+            },
+        ),
+    );
     proxy.add_tcp(&config.server.listen.to_string());
 
     let mut admin = Service::new(

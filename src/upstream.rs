@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer, health_check::TcpHealthCheck};
@@ -298,8 +298,10 @@ pub fn set_forwarding_headers(
         .get(&FORWARDED_FOR_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) if peer_trusted && !prev.trim().is_empty() => format!("{prev}, {peer_text}"),
-        _ => peer_text.clone(),
+        Some(prev) if peer_trusted && !prev.trim().is_empty() => {
+            Some(format!("{prev}, {peer_text}"))
+        }
+        _ => None,
     };
     if !peer_trusted && req.headers.contains_key(&FORWARDED_HEADER) {
         let value = match peer {
@@ -309,12 +311,19 @@ pub fn set_forwarding_headers(
         while req.remove_header(&FORWARDED_HEADER).is_some() {}
         req.insert_header(FORWARDED_HEADER.clone(), value)?;
     }
+    // One buffer serves both headers in the common case (a direct client).
+    let peer_value = HeaderValue::from_maybe_shared(Bytes::from(peer_text))
+        .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "peer", e))?;
     let real_ip = if client == peer {
-        peer_text
+        peer_value.clone()
     } else {
-        ip_text(client)
+        HeaderValue::from_maybe_shared(Bytes::from(ip_text(client)))
+            .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "client", e))?
     };
-    req.insert_header(FORWARDED_FOR.clone(), forwarded_for)?;
+    match forwarded_for {
+        Some(chain) => req.insert_header(FORWARDED_FOR.clone(), chain)?,
+        None => req.insert_header(FORWARDED_FOR.clone(), peer_value)?,
+    }
     req.insert_header(REAL_IP.clone(), real_ip)
 }
 

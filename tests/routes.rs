@@ -232,3 +232,38 @@ async fn routes_can_be_closed_to_self_registered_organizations() {
         "a user is not an admin"
     );
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_the_openapi_document() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let a = read(
+        client()
+            .get(format!("http://{}/openapi.json", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-type"], "application/json");
+    assert!(a.json["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, method) in [
+        ("/api/auth/signin", "post"),
+        ("/api/auth/login", "post"),
+        ("/api/auth/register", "post"),
+        ("/api/auth/me", "get"),
+        ("/api/auth/change-password", "post"),
+        ("/api/auth/mfa/verify", "post"),
+        ("/api/user/refresh/profile", "post"),
+        ("/api/auth/signout", "post"),
+        ("/api/auth/signout-all", "post"),
+    ] {
+        let op = &a.json["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not described");
+        assert!(op["responses"]["200"].is_object(), "{method} {path}");
+    }
+    // Not on the public port.
+    let public = read(client().get(gw.url("/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(public.status, 401);
+}

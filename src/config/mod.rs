@@ -79,6 +79,12 @@ pub struct ServerSettings {
     /// worker thread (Pingora's "no steal" mode).
     pub work_stealing: bool,
     pub underscore_headers: UnderscoreHeaders,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// How long a request header may take to arrive once it is due.
+    pub header_timeout: Duration,
+    /// Open connections per client address (trusted proxies exempt); 0 = no limit.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +368,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
                 format!("must be between 1 and {MAX_BODY_LIMIT}"),
             ));
         }
+        if s.keepalive_timeout_secs == 0 {
+            return Err(v.err("server.keepalive_timeout_secs", "must be at least 1"));
+        }
+        if s.header_timeout_secs == 0 {
+            return Err(v.err("server.header_timeout_secs", "must be at least 1"));
+        }
         if s.upstream_connect_timeout_ms == 0 || s.upstream_read_timeout_ms == 0 {
             return Err(v.err(
                 "server.upstream_connect_timeout_ms",
@@ -380,6 +392,9 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             access_log: s.access_log,
             work_stealing: s.work_stealing,
             underscore_headers: s.underscore_headers,
+            keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
+            max_connections_per_ip: s.max_connections_per_ip,
         }
     };
 

@@ -33,6 +33,9 @@ pub struct RawServer {
     pub access_log: bool,
     pub work_stealing: bool,
     pub underscore_headers: UnderscoreHeaders,
+    pub keepalive_timeout_secs: u64,
+    pub header_timeout_secs: u64,
+    pub max_connections_per_ip: usize,
 }
 
 /// What happens to request headers whose name contains `_` (nginx: `underscores_in_headers`).
@@ -60,6 +63,9 @@ impl Default for RawServer {
             access_log: true,
             work_stealing: false,
             underscore_headers: UnderscoreHeaders::Drop,
+            keepalive_timeout_secs: 60,
+            header_timeout_secs: 10,
+            max_connections_per_ip: 256,
         }
     }
 }

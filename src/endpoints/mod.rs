@@ -153,9 +153,17 @@ pub fn validate_password(live: &Live, field: &str, password: &str) -> Result<(),
 
 /// Parse a JSON body into `T`, turning every failure into a 400 that says what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // serde would also read a struct from an array of its fields in order; the contract says
+    // an object, and only an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
         return Err(GatewayError::BadRequest(
-            "Request body must be a JSON object".into(),
+            if valid_json || body.iter().all(u8::is_ascii_whitespace) {
+                "Request body must be a JSON object"
+            } else {
+                "Malformed JSON body"
+            }
+            .into(),
         ));
     }
     serde_json::from_slice(body).map_err(|e| {
@@ -192,6 +200,12 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(msg(b"{\"email\":\"a\""), "Malformed JSON body");
+        assert_eq!(
+            msg(br#"["a@b.c", "pw"]"#),
+            "Request body must be a JSON object"
+        );
+        assert_eq!(msg(b" []"), "Request body must be a JSON object");
+        assert_eq!(msg(b"\"x\""), "Request body must be a JSON object");
         assert_eq!(msg(b"{\"email\":\"a\"}"), "missing field `password`");
         assert_eq!(msg(b""), "Request body must be a JSON object");
         assert!(msg(b"{\"email\":1,\"password\":\"x\"}").starts_with("invalid type"));
