@@ -25,6 +25,10 @@ pub enum PathError {
     DotSegmentParameter,
     #[error("The request path contains an encoded slash or backslash")]
     EncodedSeparator,
+    #[error("The request path decodes to invalid UTF-8")]
+    InvalidUtf8Escape,
+    #[error("The request path has ;parameters that change which route it belongs to")]
+    AmbiguousParameters,
 }
 
 /// A normalised path. `encoded_separator` says whether it still holds a `%2F` or `%5C`, which
@@ -98,6 +102,11 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
     if out.is_empty() {
         out.push('/');
     }
+    // Escapes must decode to UTF-8: an overlong form such as `%C0%AE` is a `.` to some
+    // decoders and nothing to others.
+    if !decodes_to_utf8(&out) {
+        return Err(PathError::InvalidUtf8Escape);
+    }
     Ok(Normalized {
         path: Cow::Owned(out),
         encoded_separator,
@@ -110,9 +119,11 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
 /// nothing.
 fn is_normal(bytes: &[u8]) -> bool {
     let mut segment_start = 0;
+    let mut non_ascii_escape = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'%' if !is_kept_escape(bytes.get(i + 1..i + 3)) => return false,
+            b'%' => non_ascii_escape |= bytes.get(i + 1).is_some_and(|h| *h >= b'8'),
             b'\\' => return false,
             b if b < 0x20 || b == 0x7f => return false,
             b'/' => {
@@ -126,7 +137,8 @@ fn is_normal(bytes: &[u8]) -> bool {
     }
     // The last segment may be empty: that is the trailing slash of "/a/".
     let last = &bytes[segment_start..];
-    last.is_empty() || is_plain_segment(last)
+    (last.is_empty() || is_plain_segment(last))
+        && (!non_ascii_escape || std::str::from_utf8(bytes).is_ok_and(decodes_to_utf8))
 }
 
 /// The two digits after a `%` that `normalize` leaves as they are: upper-case hex of a
@@ -208,6 +220,48 @@ fn decode_segment(raw: &str, out: &mut String) -> Result<bool, PathError> {
         }
     }
     Ok(encoded_separator)
+}
+
+/// Whether the path, every escape decoded, is valid UTF-8. Escapes in `path` are valid here.
+fn decodes_to_utf8(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if memchr::memchr(b'%', bytes).is_none() {
+        return true;
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|h| hex_value(*h)),
+            bytes.get(i + 2).and_then(|l| hex_value(*l)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+/// The path as Java servlet containers read it: `;parameters` removed from every segment, then
+/// normalised again (`/admin;x/y` is their `/admin/y`, `/;/api` their `/api`). `None` when the
+/// path has no `;`.
+pub fn without_parameters(path: &str) -> Option<Result<String, PathError>> {
+    memchr::memchr(b';', path.as_bytes())?;
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or_default());
+    }
+    Some(normalize(&out).map(|n| n.path.into_owned()))
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -335,6 +389,24 @@ mod tests {
     }
 
     #[test]
+    fn escapes_must_decode_to_utf8() {
+        assert_eq!(n("/a/%c0%ae%c0%ae/b"), Err(PathError::InvalidUtf8Escape));
+        assert_eq!(n("/a/%ff"), Err(PathError::InvalidUtf8Escape));
+        assert_eq!(n("/a/%C0%AE%C0%AE/b"), Err(PathError::InvalidUtf8Escape));
+        assert_eq!(n("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn parameters_are_stripped_per_segment() {
+        assert_eq!(without_parameters("/a/b"), None);
+        assert_eq!(
+            without_parameters("/admin;x/y;jsessionid=1/z").unwrap(),
+            Ok("/admin/y/z".into())
+        );
+        assert_eq!(without_parameters("/;/a").unwrap(), Ok("/a".into()));
+    }
+
+    #[test]
     fn encoded_separators_stay_inside_their_segment() {
         let got = normalize("/public/..%2fapi/x").unwrap();
         assert_eq!(got.path, "/public/..%2Fapi/x");
@@ -402,6 +474,10 @@ pub(crate) mod properties {
             Just("..%2f".to_string()),
             Just("%5c".to_string()),
             Just("..;".to_string()),
+            Just("admin;x".to_string()),
+            Just("public;jsessionid=1".to_string()),
+            Just(";".to_string()),
+            Just("%c0%ae".to_string()),
             Just(String::new()),
             Just("a%20b".to_string()),
             Just("%zz".to_string()),

@@ -26,7 +26,7 @@ use crate::error::GatewayError;
 use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
-use crate::path::{PathError, normalize_request};
+use crate::path::{PathError, normalize_request, without_parameters};
 use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
@@ -337,10 +337,19 @@ impl Gateway {
         live: &Live,
         encoded_separator: bool,
     ) -> Result<(), GatewayError> {
+        let path = session.req_header().uri.path();
         let index = live
             .router
-            .route_index(session.req_header().uri.path())
+            .route_index(path)
             .ok_or(GatewayError::NotFound)?;
+        if let Some(java_view) = without_parameters(path) {
+            // Java servers drop `;parameters` from each segment: whichever way the backend
+            // reads the path, it must belong to the same route.
+            let same = java_view.is_ok_and(|p| live.router.route_index(&p) == Some(index));
+            if !same {
+                return Err(PathError::AmbiguousParameters.into());
+            }
+        }
         let route = live.router.route(index).ok_or(GatewayError::NotFound)?;
         if encoded_separator && !route.allow_encoded_slashes {
             return Err(PathError::EncodedSeparator.into());

@@ -57,6 +57,9 @@ async fn dot_segments_cannot_leave_a_public_prefix() {
         "/public/%0d%0ax",
         "/public/%zz",
         "/public/%2",
+        "/public/%c0%ae%c0%ae/api/x",
+        "/public/%C0%AE%C0%AE/api/x",
+        "/public;x/../../api/x",
     ] {
         let a = raw_get(gw.addr, target, "").await;
         assert_eq!(a.status, 400, "{target}: {} {}", a.head, a.body);
@@ -162,4 +165,27 @@ async fn endpoints_are_matched_on_the_normalised_path() {
         assert!(a.json["token"].is_string(), "{target}");
     }
     assert_eq!(up.count(), 0, "{:?}", up.requests());
+}
+
+#[tokio::test]
+async fn path_parameters_cannot_move_a_request_to_another_route() {
+    let up = Upstream::start();
+    let gw = gateway(&up);
+    let token = signin(&gw).await;
+    // A Java backend reads `/admin;x/y` as `/admin/y`: the gateway would have routed it by `/`.
+    for target in [
+        "/admin;x/y",
+        "/api;v=1/x",
+        "/;/admin/x",
+        "/public;a=b/x/..;/x",
+    ] {
+        let a = raw_get(gw.addr, target, &token_header(&token)).await;
+        assert_eq!(a.status, 400, "{target}: {}", a.body);
+        assert_eq!(a.json["error"], "Bad Request");
+    }
+    assert_eq!(up.count(), 0);
+    // Parameters that leave the route as it is pass, untouched.
+    let a = raw_get(gw.addr, "/public/x;jsessionid=1", "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(up.last().uri, "/public/x;jsessionid=1");
 }
