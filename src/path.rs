@@ -118,6 +118,24 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
 /// byte, no empty or dot segment. Nearly every real request takes this path, which allocates
 /// nothing.
 fn is_normal(bytes: &[u8]) -> bool {
+    // Most paths hold no `%`, `.` or `\` at all: one plain pass decides them.
+    let mut after_slash = false;
+    let mut plain = true;
+    for &b in bytes {
+        match b {
+            b'%' | b'.' | b'\\' => {
+                plain = false;
+                break;
+            }
+            b if b < 0x20 || b == 0x7f => return false,
+            b'/' if after_slash => return false,
+            _ => {}
+        }
+        after_slash = b == b'/';
+    }
+    if plain {
+        return true;
+    }
     let mut segment_start = 0;
     let mut non_ascii_escape = false;
     for (i, &b) in bytes.iter().enumerate() {
@@ -253,7 +271,9 @@ fn decodes_to_utf8(path: &str) -> bool {
 /// normalised again (`/admin;x/y` is their `/admin/y`, `/;/api` their `/api`). `None` when the
 /// path has no `;`.
 pub fn without_parameters(path: &str) -> Option<Result<String, PathError>> {
-    memchr::memchr(b';', path.as_bytes())?;
+    if !path.as_bytes().contains(&b';') {
+        return None;
+    }
     let mut out = String::with_capacity(path.len());
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {

@@ -20,7 +20,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::{client_ip, is_trusted};
 use crate::config::AuthMode;
-use crate::connections::{HeaderSeen, LINGER, drain};
+use crate::connections::{LINGER, Watch, drain};
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
@@ -84,18 +84,6 @@ impl ProxyHttp for Gateway {
         // default module saves its per-request setup.
     }
 
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // Pingora keeps an HTTP/1.1 connection open for its next request without a time limit
-        // unless told otherwise; every request sets it again (a `Connection: close` still wins).
-        let idle = self.live.load().config.server.keepalive_timeout;
-        session.set_keepalive(Some(idle.as_secs().max(1)));
-        Ok(())
-    }
-
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
@@ -103,7 +91,7 @@ impl ProxyHttp for Gateway {
         previous: Box<dyn std::any::Any + Send + Sync>,
     ) {
         // The header of this request is complete: lift the header deadline.
-        HeaderSeen::signal(previous);
+        Watch::header_seen(previous);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

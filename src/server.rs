@@ -44,19 +44,16 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
-    let mut proxy = Service::new(
-        "authgate".to_string(),
-        Connections::new(
-            proxy_app,
-            Limits {
-                max_per_ip: config.server.max_connections_per_ip,
-                header_timeout: config.server.header_timeout,
-                idle: config.server.keepalive_timeout,
-                trusted_proxies: config.server.trusted_proxies.clone(),
-            },
-        ),
+    let (connections, watchdog) = Connections::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        Limits {
+            max_per_ip: config.server.max_connections_per_ip,
+            header_timeout: config.server.header_timeout,
+            idle: config.server.keepalive_timeout,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        },
     );
+    let mut proxy = Service::new("authgate".to_string(), connections);
     proxy.add_tcp(&config.server.listen.to_string());
 
     let mut admin = Service::new(
@@ -85,6 +82,10 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(upkeep);
+    server.add_service(background_service(
+        "authgate connection deadlines",
+        watchdog,
+    ));
     server.run_forever()
 }
 
