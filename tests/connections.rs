@@ -136,14 +136,7 @@ async fn one_address_cannot_hold_more_than_its_share_of_connections() {
     assert_eq!(a.json["error"], "Too Many Requests");
     assert!(a.head.to_ascii_lowercase().contains("retry-after"));
     // The admin listener is not affected.
-    let health = read(
-        client()
-            .get(format!("http://{}/healthz", gw.admin))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let health = admin_get(&gw, "/healthz").await;
     assert_eq!(health.status, 200);
     // A connection that closes frees its place.
     drop(held.pop());

@@ -237,14 +237,7 @@ async fn routes_can_be_closed_to_self_registered_organizations() {
 async fn the_admin_listener_serves_the_openapi_document() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());
-    let a = read(
-        client()
-            .get(format!("http://{}/openapi.json", gw.admin))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = admin_get(&gw, "/openapi.json").await;
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["content-type"], "application/json");
     assert!(a.json["openapi"].as_str().unwrap().starts_with("3.1"));

@@ -702,3 +702,15 @@ pub async fn raw_get(addr: SocketAddr, target: &str, headers: &str) -> RawAnswer
     let req = format!("GET {target} HTTP/1.1\r\nHost: app\r\n{headers}Connection: close\r\n\r\n");
     raw_request(addr, req.as_bytes()).await
 }
+
+/// `GET path` on the gateway's admin listener.
+pub async fn admin_get(gw: &Gateway, path: &str) -> Answer {
+    read(
+        client()
+            .get(format!("http://{}{path}", gw.admin))
+            .send()
+            .await
+            .expect("admin listener"),
+    )
+    .await
+}
