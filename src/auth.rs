@@ -84,9 +84,10 @@ pub struct Credentials {
 ///
 /// - An unknown email and a wrong password fail identically: same answer, one password
 ///   verification each, and no sooner than the slowest kind of stored hash would fail.
-/// - Failures count against the account (and the account from this address), for unknown
-///   emails too; a locked account is refused with 429 before any hash is computed. A request
-///   with the account's trusted-device token is exempt, so the owner cannot be locked out.
+/// - Attempts count against the account (and the account from this address), for unknown
+///   emails too, and a success clears them; a locked account is refused with 429 before any
+///   hash is computed. A request with the account's trusted-device token is exempt, so the
+///   owner cannot be locked out.
 /// - Account status is revealed only to the right password.
 /// - A right password under bcrypt, or under other argon2 parameters, is rehashed with
 ///   argon2id.
@@ -110,18 +111,14 @@ pub async fn check_password(
         _ => false,
     };
     if !trusted_device {
-        live.failures.check(&email, client).await?;
+        live.failures.begin(&email, client).await?;
     }
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
     let matches = gw.passwords.verify(password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => {
-            if !trusted_device {
-                live.failures.failed(&email, client).await;
-            }
-            return Err(GatewayError::InvalidCredentials);
-        }
+        // Already counted by `begin`.
+        _ => return Err(GatewayError::InvalidCredentials),
     };
     live.failures.succeeded(&email, client).await;
     let user = rehash_if_needed(gw, user, password).await;

@@ -62,12 +62,14 @@ impl RateLimiter {
     }
 }
 
-/// Failed password checks, counted per account and per client address and account, for known
-/// and unknown emails alike (so a refusal says nothing about whether the account exists).
+/// Password checks, counted per account and per client address and account, for known and
+/// unknown emails alike (so a refusal says nothing about whether the account exists).
 ///
-/// Once `per_account` failures (or `per_client` from one address) fall within one window,
-/// which starts at the first of them, further attempts are refused with 429 until the window
-/// ends, before any password hash is computed. A success clears the account's count.
+/// Every check is counted as a failure before it runs (`begin`), and a success clears the
+/// count: so a burst of guesses sent at once cannot all start before the first has failed.
+/// Once `per_account` (or `per_client` from one address) fall within one window, which starts
+/// at the first of them, further attempts are refused with 429 until the window ends, before
+/// any password hash is computed.
 pub struct FailureLimiter {
     per_account: u32,
     per_client: u32,
@@ -104,46 +106,29 @@ impl FailureLimiter {
         }
     }
 
-    /// Refuse when the account, or this address on this account, is locked.
-    pub async fn check(&self, email: &str, ip: IpAddr) -> Result<(), GatewayError> {
+    /// Count one attempt on the account from `ip`, or refuse it when the account, or this
+    /// address on it, has used up its window.
+    pub async fn begin(&self, email: &str, ip: IpAddr) -> Result<(), GatewayError> {
         let account = account_bucket(email);
-        let counts = match &self.shared {
-            Some(shared) => match shared.failures(&account, ip).await {
-                Ok(counts) => counts,
-                Err(e) => {
-                    tracing::warn!("shared failure counts unavailable, using the local ones: {e}");
-                    self.local_counts(&account, ip, Instant::now())
-                }
-            },
-            None => self.local_counts(&account, ip, Instant::now()),
+        let client = client_bucket(&account, ip);
+        let Some(shared) = &self.shared else {
+            return self.reserve_local(&account, &client, true);
         };
-        let [(by_account, account_left), (by_client, client_left)] = counts;
-        if by_account >= self.per_account {
-            return Err(limited(account_left));
-        }
-        if by_client >= self.per_client {
-            return Err(limited(client_left));
-        }
-        Ok(())
-    }
-
-    pub async fn failed(&self, email: &str, ip: IpAddr) {
-        let account = account_bucket(email);
-        let now = Instant::now();
-        for key in [client_bucket(&account, ip), account.clone()] {
-            let mut entry = self.local.entry(key).or_insert((0, now + self.window));
-            if entry.1 <= now {
-                *entry = (0, now + self.window);
+        let limits = [self.per_account, self.per_client];
+        match shared.reserve(&account, ip, limits, self.window).await {
+            Ok(outcome) => {
+                // The local count keeps a true history for when Redis cannot answer.
+                let _ = self.reserve_local(&account, &client, false);
+                outcome.map_or(Ok(()), |wait| Err(limited(wait)))
             }
-            entry.0 = entry.0.saturating_add(1);
-        }
-        if let Some(shared) = &self.shared {
-            if let Err(e) = shared.add_failure(&account, ip, self.window).await {
-                tracing::warn!("could not share a failed sign-in count: {e}");
+            Err(e) => {
+                tracing::warn!("shared sign-in counts unavailable, using the local ones: {e}");
+                self.reserve_local(&account, &client, true)
             }
         }
     }
 
+    /// The password was right: the account starts afresh.
     pub async fn succeeded(&self, email: &str, ip: IpAddr) {
         let account = account_bucket(email);
         self.local.remove(&client_bucket(&account, ip));
@@ -155,12 +140,37 @@ impl FailureLimiter {
         }
     }
 
-    fn local_counts(&self, account: &str, ip: IpAddr, now: Instant) -> [(u32, Duration); 2] {
-        let read = |key: &str| match self.local.get(key) {
-            Some(entry) if entry.1 > now => (entry.0, entry.1 - now),
-            _ => (0, Duration::ZERO),
+    /// Check and count under each bucket's entry lock, account first; a refusal by the client
+    /// bucket gives the account's count back.
+    fn reserve_local(
+        &self,
+        account: &str,
+        client: &str,
+        enforce: bool,
+    ) -> Result<(), GatewayError> {
+        let now = Instant::now();
+        let take = |key: &str, limit: u32| -> Result<(), Duration> {
+            let mut entry = self
+                .local
+                .entry(key.to_owned())
+                .or_insert((0, now + self.window));
+            if entry.1 <= now {
+                *entry = (0, now + self.window);
+            }
+            if enforce && entry.0 >= limit {
+                return Err(entry.1 - now);
+            }
+            entry.0 = entry.0.saturating_add(1);
+            Ok(())
         };
-        [read(account), read(&client_bucket(account, ip))]
+        take(account, self.per_account).map_err(limited)?;
+        if let Err(wait) = take(client, self.per_client) {
+            if let Some(mut entry) = self.local.get_mut(account) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+            return Err(limited(wait));
+        }
+        Ok(())
     }
 
     /// Forget windows that are over.
@@ -218,35 +228,32 @@ impl<C: Clock + Clone> IpLimiter<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[tokio::test]
-    async fn failures_lock_the_account_from_every_address_until_a_success() {
+    async fn attempts_lock_the_account_from_every_address_until_a_success() {
         let limiter = FailureLimiter::new(3, 2, Duration::from_secs(60), None);
         let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
             "192.0.2.1".parse().unwrap(),
             "192.0.2.2".parse().unwrap(),
             "192.0.2.3".parse().unwrap(),
         );
-        limiter.check("x@y.z", a).await.unwrap();
-        limiter.failed("x@y.z", a).await;
-        limiter.failed("x@y.z", a).await;
+        limiter.begin("x@y.z", a).await.unwrap();
+        limiter.begin("x@y.z", a).await.unwrap();
         // Two from one address lock that address out of this account only.
         assert!(matches!(
-            limiter.check("x@y.z", a).await,
+            limiter.begin("x@y.z", a).await,
             Err(GatewayError::RateLimited {
                 retry_after_secs: 60
             })
         ));
-        limiter.check("x@y.z", b).await.unwrap();
-        limiter.check("other@y.z", a).await.unwrap();
-        limiter.failed("x@y.z", b).await;
+        limiter.begin("other@y.z", a).await.unwrap();
+        limiter.begin("x@y.z", b).await.unwrap();
         // Three in all lock the account from everywhere.
-        assert!(limiter.check("x@y.z", c).await.is_err());
+        assert!(limiter.begin("x@y.z", c).await.is_err());
         limiter.succeeded("x@y.z", c).await;
-        limiter.check("x@y.z", c).await.unwrap();
+        limiter.begin("x@y.z", c).await.unwrap();
     }
-    use governor::clock::FakeRelativeClock;
-    use std::time::Duration;
 
     #[test]
     fn eleventh_request_in_a_minute_is_refused_with_retry_after() {

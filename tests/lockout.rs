@@ -227,3 +227,53 @@ async fn the_count_is_shared_through_redis() {
         .await,
     );
 }
+
+/// 30 guesses sent at once, from 30 addresses, split over the given instances.
+async fn burst(gateways: &[&Gateway]) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let gw = gateways[i % gateways.len()];
+        let (url, from) = (gw.url("/api/auth/signin"), format!("198.18.0.{i}"));
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("x-forwarded-for", from)
+                .json(&json!({"email": EMAIL, "password": format!("guess-{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn guesses_sent_all_at_once_are_counted_before_they_are_checked() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, options());
+    let statuses = burst(&[&gw]).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
+    locked(&signin_as(&gw, "203.0.113.9", json!({"email": EMAIL, "password": PASSWORD})).await);
+}
+
+#[tokio::test]
+async fn guesses_sent_all_at_once_to_two_instances_share_one_count() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let opts = || Options {
+        store_section: Some(redis_store(&format!("\"{}\"", redis.url()), "")),
+        ..options()
+    };
+    let a = Gateway::start(&up, opts());
+    let b = Gateway::start(&up, opts());
+    let statuses = burst(&[&a, &b]).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
+}

@@ -37,13 +37,12 @@ pub async fn change_password(
     // A stolen token must not become a way to guess the password: wrong current passwords
     // count against the account like failed sign-ins.
     let email = &caller.user.email;
-    live.failures.check(email, req.client_ip).await?;
+    live.failures.begin(email, req.client_ip).await?;
     let current_ok = gw
         .passwords
         .verify(&change.current_password, Some(&caller.user.password_hash))
         .await?;
     if !current_ok {
-        live.failures.failed(email, req.client_ip).await;
         return Err(GatewayError::WrongPassword);
     }
     live.failures.succeeded(email, req.client_ip).await;

@@ -109,20 +109,17 @@ pub trait DeviceStore: Send + Sync {
 #[async_trait]
 pub trait LimitStore: Send + Sync {
     async fn hit(&self, key: &str, per_minute: NonZeroU32) -> Result<Option<Duration>, StoreError>;
-    /// Failed sign-ins counted in the current window, with the time left in it: for the account
-    /// bucket, then for the account bucket and this client address.
-    async fn failures(
+    /// Count one sign-in attempt in the account's bucket and in the bucket of the account from
+    /// `client`, unless either already holds its limit (`[per account, per client]`) in the
+    /// current window; then nothing is counted and the time left in that window comes back. A
+    /// bucket's window starts with its first attempt.
+    async fn reserve(
         &self,
         account: &str,
         client: IpAddr,
-    ) -> Result<[(u32, Duration); 2], StoreError>;
-    /// Count one failure in both buckets; a bucket's window starts at its first failure.
-    async fn add_failure(
-        &self,
-        account: &str,
-        client: IpAddr,
+        limits: [u32; 2],
         window: Duration,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<Duration>, StoreError>;
     /// Forget the failures of the account and of this address on it.
     async fn clear_failures(&self, account: &str, client: IpAddr) -> Result<(), StoreError>;
 }

@@ -201,21 +201,19 @@ end
 redis.call('DEL', KEYS[1])
 return {1, v}";
 
-/// Failure counts and the milliseconds left in their windows, for each key.
-const FAILURES: &str = r"
-local out = {}
-for _, k in ipairs(KEYS) do
-  out[#out + 1] = tonumber(redis.call('GET', k) or '0')
-  out[#out + 1] = redis.call('PTTL', k)
+/// Count one attempt under the account key and the account-and-address key, unless either is
+/// at its limit: then return the milliseconds left in its window, counting nothing. A key's
+/// window starts with its first attempt.
+const RESERVE_ATTEMPT: &str = r"
+for i, k in ipairs(KEYS) do
+  if tonumber(redis.call('GET', k) or '0') >= tonumber(ARGV[i]) then
+    return math.max(redis.call('PTTL', k), 1)
+  end
 end
-return out";
-
-/// Count a failure under each key; a key's window starts with its first failure.
-const ADD_FAILURE: &str = r"
 for _, k in ipairs(KEYS) do
-  if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, ARGV[1]) end
+  if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, ARGV[3]) end
 end
-return 1";
+return 0";
 
 struct Scripts {
     attempt: Script,
@@ -225,8 +223,7 @@ struct Scripts {
     revoke_session: Script,
     revoke_user: Script,
     rate_limit: Script,
-    failures: Script,
-    add_failure: Script,
+    reserve_attempt: Script,
 }
 
 struct Inner {
@@ -325,8 +322,7 @@ impl RedisStore {
                     revoke_session: Script::new(REVOKE_SESSION),
                     revoke_user: Script::new(REVOKE_USER),
                     rate_limit: Script::new(RATE_LIMIT),
-                    failures: Script::new(FAILURES),
-                    add_failure: Script::new(ADD_FAILURE),
+                    reserve_attempt: Script::new(RESERVE_ATTEMPT),
                 },
                 cluster,
             }),
@@ -815,42 +811,23 @@ impl LimitStore for RedisStore {
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
     }
 
-    async fn failures(
+    async fn reserve(
         &self,
         account: &str,
         client: IpAddr,
-    ) -> Result<[(u32, Duration); 2], StoreError> {
-        let [client_key, account_key] = self.inner.keys.failures(account, client);
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.failures.prepare_invoke();
-        call.key(account_key).key(client_key);
-        let v: Vec<i64> = self.run(call.invoke_async(&mut conn)).await?;
-        let pair = |i: usize| {
-            let count = v.get(i).copied().unwrap_or(0);
-            let left_ms = v.get(i + 1).copied().unwrap_or(0).max(0);
-            (
-                u32::try_from(count).unwrap_or(u32::MAX),
-                Duration::from_millis(left_ms.unsigned_abs()),
-            )
-        };
-        Ok([pair(0), pair(2)])
-    }
-
-    async fn add_failure(
-        &self,
-        account: &str,
-        client: IpAddr,
+        limits: [u32; 2],
         window: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Duration>, StoreError> {
         let [client_key, account_key] = self.inner.keys.failures(account, client);
         let mut conn = self.conn();
-        let mut call = self.inner.scripts.add_failure.prepare_invoke();
+        let mut call = self.inner.scripts.reserve_attempt.prepare_invoke();
         call.key(account_key)
             .key(client_key)
+            .arg(limits[0])
+            .arg(limits[1])
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.run(call.invoke_async::<i64>(&mut conn))
-            .await
-            .map(drop)
+        let wait_ms: i64 = self.run(call.invoke_async(&mut conn)).await?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
     }
 
     async fn clear_failures(&self, account: &str, client: IpAddr) -> Result<(), StoreError> {
