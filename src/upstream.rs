@@ -213,7 +213,7 @@ static IDENTITY_NAMES: [Bytes; 5] = [
 /// Names whose underscore spelling is always removed, whatever `server.underscore_headers`
 /// says: CGI, WSGI, PHP and Rack read `X_User_Id` as `HTTP_X_USER_ID`, the very variable the
 /// gateway's `X-User-Id` becomes, and likewise for the token and the client-address headers.
-const PROTECTED: [&str; 8] = [
+const PROTECTED: [&str; 10] = [
     IDENTITY_HEADERS[0],
     IDENTITY_HEADERS[1],
     IDENTITY_HEADERS[2],
@@ -222,7 +222,14 @@ const PROTECTED: [&str; 8] = [
     "x-access-token",
     "x-forwarded-for",
     "x-real-ip",
+    ROUTING_OVERRIDES[0],
+    ROUTING_OVERRIDES[1],
 ];
+
+/// Headers with which IIS, Symfony, Laminas and other frameworks let a request name another
+/// path than its own: the gateway would route `/public` while the backend serves the
+/// `X-Original-URL: /admin` it was told. No client has a reason to send them; they never pass.
+const ROUTING_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 const FORWARDED_FOR_NAME: &str = "x-forwarded-for";
 static FORWARDED_FOR: Bytes = Bytes::from_static(FORWARDED_FOR_NAME.as_bytes());
@@ -239,7 +246,8 @@ fn is_spoofed(name: &HeaderName, underscores: UnderscoreHeaders) -> bool {
         return underscores == UnderscoreHeaders::Drop
             || PROTECTED.iter().any(|p| same_when_dashed(name, p));
     }
-    name.starts_with("x-") && IDENTITY_HEADERS.contains(&name)
+    name.starts_with("x-")
+        && (IDENTITY_HEADERS.contains(&name) || ROUTING_OVERRIDES.contains(&name))
 }
 
 /// `x_user-id` against `x-user-id`: equal once every `_` is read as `-`.
@@ -252,8 +260,8 @@ fn same_when_dashed(name: &str, dashed: &str) -> bool {
 }
 
 /// Remove every identity header the client sent, in any case or with `_` for `-` (and, by
-/// default, every header with an underscore), then add the gateway's own when the request was
-/// authenticated.
+/// default, every header with an underscore), and any path override, then add the gateway's
+/// own identity headers when the request was authenticated.
 pub fn set_identity_headers(
     req: &mut RequestHeader,
     identity: Option<&Verified>,
@@ -447,6 +455,8 @@ mod tests {
         req.append_header("x_forwarded_for", "6.6.6.6").unwrap();
         req.append_header("x_custom", "kept").unwrap();
         req.append_header("x-access-token", "kept").unwrap();
+        req.append_header("X-Original-URL", "/admin").unwrap();
+        req.append_header("x_rewrite_url", "/admin").unwrap();
         set_identity_headers(&mut req, None, UnderscoreHeaders::Keep).unwrap();
         let mut names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();

@@ -12,7 +12,8 @@ const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
 
 const SPOOFS: &str = "X_User_Id: evil\r\nX_Account_Type: super\r\nx_user_email: e@evil\r\n\
     X_Session_Id: s\r\nx_customer_id: c\r\nX-User_Id: evil2\r\nX_Real_IP: 6.6.6.6\r\n\
-    X_Forwarded_For: 6.6.6.6\r\n";
+    X_Forwarded_For: 6.6.6.6\r\nX-Original-URL: /admin\r\nX-Rewrite-Url: /admin\r\n\
+    x_original_url: /admin\r\n";
 
 fn options(server: &str) -> Options {
     Options {
@@ -60,6 +61,8 @@ async fn underscore_spellings_of_identity_headers_never_reach_the_upstream() {
         assert_eq!(a.status, 200, "{path}: {}", a.body);
         let seen = up.last();
         no_underscore_names(&seen);
+        assert_eq!(seen.header("x-original-url"), None, "{path}");
+        assert_eq!(seen.header("x-rewrite-url"), None, "{path}");
         if headers.contains("x-access-token") {
             assert_eq!(seen.header("x-user-id").as_deref(), Some(USER_ID), "{path}");
             assert_eq!(seen.header("x-account-type").as_deref(), Some("user"));

@@ -258,9 +258,24 @@ async fn guesses_sent_all_at_once_are_counted_before_they_are_checked() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, options());
     let statuses = burst(&[&gw]).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
-    locked(&signin_as(&gw, "203.0.113.9", json!({"email": EMAIL, "password": PASSWORD})).await);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        25,
+        "{statuses:?}"
+    );
+    locked(
+        &signin_as(
+            &gw,
+            "203.0.113.9",
+            json!({"email": EMAIL, "password": PASSWORD}),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
@@ -274,6 +289,14 @@ async fn guesses_sent_all_at_once_to_two_instances_share_one_count() {
     let a = Gateway::start(&up, opts());
     let b = Gateway::start(&up, opts());
     let statuses = burst(&[&a, &b]).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        25,
+        "{statuses:?}"
+    );
 }
