@@ -353,7 +353,7 @@ impl Gateway {
         let now = unix_now();
         let caller = if let Some((_, token)) = header_or_query_token(session.req_header()) {
             Some(authenticate(self, live, &token, now).await?)
-        } else if let Some(token) = read_body_token(session, live).await? {
+        } else if let Some(token) = read_body_token(session, live, route.auth).await? {
             Some(authenticate(self, live, &token, now).await?)
         } else {
             None
@@ -372,11 +372,17 @@ impl Gateway {
     }
 }
 
-/// The body's `token` field, for a JSON body of known, bounded size. The body is kept in
-/// Pingora's retry buffer, from which the proxy later sends it upstream byte for byte.
+/// The body's `token` field, for a JSON body of at most `server.max_body_bytes`, sized by
+/// `Content-Length` or chunked. The body is kept in Pingora's retry buffer, from which the
+/// proxy later sends it upstream byte for byte.
+///
+/// A larger JSON body cannot be searched. Where a token is required, the request then has none
+/// (401). Where it is optional, the body is refused (413) rather than forwarded unsearched: a
+/// backend that reads tokens from bodies would take one the gateway never checked.
 async fn read_body_token(
     session: &mut Session,
     live: &Live,
+    auth: AuthMode,
 ) -> Result<Option<String>, GatewayError> {
     let req = session.req_header();
     let is_json = req
@@ -384,12 +390,23 @@ async fn read_body_token(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_json_media_type);
-    let fits = content_length(req).is_some_and(|n| n > 0 && n <= live.config.server.max_body_bytes);
-    if !is_json || !fits {
+    if !is_json {
         return Ok(None);
     }
+    let limit = live.config.server.max_body_bytes;
+    match content_length(req) {
+        Some(0) => return Ok(None),
+        Some(n) if n <= limit => {}
+        Some(_) if auth == AuthMode::Optional => {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        Some(_) => return Ok(None),
+        // Chunked: read up to the limit (413 past it).
+        None if req.headers.contains_key(header::TRANSFER_ENCODING) => {}
+        None => return Ok(None),
+    }
     session.as_downstream_mut().enable_retry_buffering();
-    let body = read_body(session, live.config.server.max_body_bytes).await?;
+    let body = read_body(session, limit).await?;
     Ok(body_token(&body))
 }
 

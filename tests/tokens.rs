@@ -400,3 +400,79 @@ async fn no_log_line_carries_a_token() {
     assert!(log.matches("REDACTED").count() >= 7, "{log}");
     assert!(!log.contains(&signature), "a token reached the log:\n{log}");
 }
+
+fn chunked_post(path: &str, body: &str, extra: &str) -> String {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n{extra}Connection: close\r\n\r\n"
+    );
+    for chunk in body.as_bytes().chunks(7) {
+        req.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            String::from_utf8_lossy(chunk)
+        ));
+    }
+    req.push_str("0\r\n\r\n");
+    req
+}
+
+#[tokio::test]
+async fn a_chunked_json_body_is_searched_too() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &up,
+        Options {
+            server_section: "max_body_bytes = 1024\n".into(),
+            routes: Some(
+                "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+                 [[routes]]\nprefix = \"/maybe\"\nupstream = \"app\"\nauth = \"optional\"\n"
+                    .into(),
+            ),
+            ..Options::default()
+        },
+    );
+    let token = signin(&gw).await;
+    let body = format!(r#"{{"token":"{token}","x":1}}"#);
+    let a = raw_request(gw.addr, chunked_post("/api/x", &body, "").as_bytes()).await;
+    assert_eq!(a.status, 200, "{} {}", a.head, a.body);
+    assert_identity(&up.last(), &token);
+    assert_eq!(up.last().body, body.as_bytes(), "forwarded byte for byte");
+
+    // A revoked token in a chunked body is refused where a token is optional.
+    let r = client()
+        .post(gw.url("/api/auth/signout"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = up.count();
+    let a = raw_request(gw.addr, chunked_post("/maybe/x", &body, "").as_bytes()).await;
+    assert_eq!(a.status, 401, "{} {}", a.head, a.body);
+    assert_eq!(a.json["error"], "Session expired");
+
+    // Too large to search where a token is optional: refused, not forwarded unsearched.
+    let big = json!({"token": token, "pad": "x".repeat(2000)}).to_string();
+    let a = raw_request(gw.addr, chunked_post("/maybe/x", &big, "").as_bytes()).await;
+    assert_eq!(a.status, 413, "{} {}", a.head, a.body);
+    let r = client()
+        .post(gw.url("/maybe/x"))
+        .json(&serde_json::from_str::<serde_json::Value>(&big).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let a = read(r).await;
+    assert_eq!(a.status, 413, "{}", a.text);
+    assert_eq!(a.json["error"], "Payload Too Large");
+    assert_eq!(up.count(), before, "nothing refused reached the upstream");
+
+    // Anonymous bodies that cannot hold a token still pass where a token is optional.
+    let r = client()
+        .post(gw.url("/maybe/upload"))
+        .body("z".repeat(5000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
