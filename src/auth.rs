@@ -6,11 +6,11 @@ use std::sync::Arc;
 use chrono::DateTime;
 use rand::RngCore;
 
+use crate::app::App;
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::mfa;
 use crate::model::{AccountType, Challenge, Family, Org, Session, Status, User, normalize_email};
-use crate::proxy::Gateway;
 use crate::token::Claims;
 use crate::token::jwt::Verified;
 
@@ -26,26 +26,26 @@ pub struct Caller {
 /// Token -> signature and expiry -> live session -> account and organization in good standing.
 /// Disabling an account or an organization therefore takes effect on existing sessions at once.
 pub async fn authenticate(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     token: &str,
     now: i64,
 ) -> Result<Caller, GatewayError> {
     let verified = live.keys.verify(token, now)?;
     let claims = &verified.claims;
-    let session = gw
+    let session = app
         .sessions
         .is_live(&claims.user_id, &claims.session_id, now)
         .await?;
     if !session {
         return Err(GatewayError::SessionExpired);
     }
-    let user = gw
+    let user = app
         .users
         .user_by_id(&claims.user_id)
         .await?
         .ok_or(GatewayError::SessionExpired)?;
-    let org = standing(gw, &user, now).await?;
+    let org = standing(app, &user, now).await?;
     Ok(Caller {
         token: verified.as_of(&user),
         user,
@@ -54,15 +54,11 @@ pub async fn authenticate(
 }
 
 /// An account may act when it is active and its organization is active and paid up.
-pub async fn standing(
-    gw: &Gateway,
-    user: &User,
-    now: i64,
-) -> Result<Option<Arc<Org>>, GatewayError> {
+pub async fn standing(app: &App, user: &User, now: i64) -> Result<Option<Arc<Org>>, GatewayError> {
     if user.status == Status::Disabled {
         return Err(GatewayError::AccountDisabled);
     }
-    let org = gw.users.org(&user.org).await?;
+    let org = app.users.org(&user.org).await?;
     if let Some(org) = &org {
         let now = DateTime::from_timestamp(now, 0).unwrap_or_default();
         if !org.is_usable(now) {
@@ -92,7 +88,7 @@ pub struct Credentials {
 /// - A right password under bcrypt, or under other argon2 parameters, is rehashed with
 ///   argon2id.
 pub async fn check_password(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     email: &str,
     password: &str,
@@ -101,10 +97,10 @@ pub async fn check_password(
     now: i64,
 ) -> Result<Credentials, GatewayError> {
     let email = normalize_email(email);
-    let user = gw.users.user_by_email(&email).await?;
+    let user = app.users.user_by_email(&email).await?;
     let trusted_device = match (&user, device_token.filter(|t| !t.is_empty())) {
         (Some(user), Some(token)) => {
-            gw.devices
+            app.devices
                 .is_trusted(&user.id, &mfa::device_hash(token), now)
                 .await?
         }
@@ -114,15 +110,15 @@ pub async fn check_password(
         live.failures.begin(&email, client).await?;
     }
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
-    let matches = gw.passwords.verify(password, hash).await?;
+    let matches = app.passwords.verify(password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
         // Already counted by `begin`.
         _ => return Err(GatewayError::InvalidCredentials),
     };
     live.failures.succeeded(&email, client).await;
-    let user = rehash_if_needed(gw, user, password).await;
-    let org = standing(gw, &user, now).await?;
+    let user = rehash_if_needed(app, user, password).await;
+    let org = standing(app, &user, now).await?;
     Ok(Credentials {
         user,
         org,
@@ -132,11 +128,11 @@ pub async fn check_password(
 
 /// Replace a legacy hash (bcrypt, or argon2 with other parameters) once the password is known
 /// to be right. Best effort: the sign-in goes on if the store cannot take the new hash.
-async fn rehash_if_needed(gw: &Gateway, user: Arc<User>, password: &str) -> Arc<User> {
+async fn rehash_if_needed(app: &App, user: Arc<User>, password: &str) -> Arc<User> {
     if !crate::password::needs_rehash(&user.password_hash) {
         return user;
     }
-    let password_hash = match gw.passwords.hash(password).await {
+    let password_hash = match app.passwords.hash(password).await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(user = %user.id, "could not rehash a legacy password hash: {e}");
@@ -144,7 +140,7 @@ async fn rehash_if_needed(gw: &Gateway, user: Arc<User>, password: &str) -> Arc<
         }
     };
     // Read the record again, so a change made meanwhile (a demotion, say) is not undone.
-    let current = match gw.users.user_by_id(&user.id).await {
+    let current = match app.users.user_by_id(&user.id).await {
         Ok(Some(current)) if current.password_hash == user.password_hash => current,
         _ => return user,
     };
@@ -152,7 +148,7 @@ async fn rehash_if_needed(gw: &Gateway, user: Arc<User>, password: &str) -> Arc<
         password_hash,
         ..User::clone(&current)
     };
-    match gw.users.save_user(upgraded.clone()).await {
+    match app.users.save_user(upgraded.clone()).await {
         Ok(()) => {
             tracing::info!(user = %user.id, "password hash upgraded to argon2id");
             Arc::new(upgraded)
@@ -177,7 +173,7 @@ pub enum Admission {
 /// it on, or when super-mandatory enforcement covers it; a device that passed MFA before (its
 /// device token, from the cookie or the body) skips the challenge.
 pub async fn admit(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     user: &User,
     family: Family,
@@ -190,25 +186,25 @@ pub async fn admit(
         && now >= mfa.super_rollout
         && user.account_type == AccountType::Super;
     if !(user.mfa_enabled || mandatory_super) || (user.mfa_enabled && trusted_device) {
-        return signed_in(gw, live, user, now).await;
+        return signed_in(app, live, user, now).await;
     }
-    challenge(gw, live, user, family, mandatory_super, now).await
+    challenge(app, live, user, family, mandatory_super, now).await
 }
 
 async fn signed_in(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     user: &User,
     now: i64,
 ) -> Result<Admission, GatewayError> {
-    let token = start_session(gw, live, user, now).await?;
+    let token = start_session(app, live, user, now).await?;
     Ok(Admission::SignedIn { token })
 }
 
 /// Issue a challenge and mail its code. If the mail cannot be sent, the challenge is deleted
 /// before the error is returned, so nothing usable is left behind.
 async fn challenge(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     user: &User,
     family: Family,
@@ -219,7 +215,7 @@ async fn challenge(
     let id = mfa::new_challenge_id();
     let code = mfa::new_code();
     let ttl = i64::try_from(mfa.code_ttl.as_secs()).unwrap_or(i64::MAX);
-    gw.challenges
+    app.challenges
         .create_challenge(Challenge {
             id: id.clone(),
             user_id: user.id.clone(),
@@ -230,9 +226,9 @@ async fn challenge(
             attempts: 0,
         })
         .await?;
-    if let Err(e) = gw.mailer.send(&user.email, &code, &id, mfa.code_ttl).await {
+    if let Err(e) = app.mailer.send(&user.email, &code, &id, mfa.code_ttl).await {
         tracing::error!(user = %user.id, "verification code not delivered: {e}");
-        gw.challenges.delete_challenge(&id).await?;
+        app.challenges.delete_challenge(&id).await?;
         return Err(GatewayError::DeliveryFailed);
     }
     let mut body = serde_json::json!({
@@ -248,7 +244,7 @@ async fn challenge(
 
 /// Open a server-side session for `user` and sign its first token.
 pub async fn start_session(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     user: &User,
     now: i64,
@@ -259,7 +255,7 @@ pub async fn start_session(
         created_at: now,
         expires_at: now.saturating_add(live.validity_secs()),
     };
-    gw.sessions.create(session.clone()).await?;
+    app.sessions.create(session.clone()).await?;
     issue_token(live, user, &session.id, now)
 }
 
@@ -292,4 +288,104 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::App;
+    use crate::config::Config;
+    use crate::mfa::delivery::Mailer;
+    use crate::password::{Passwords, hash_blocking};
+    use crate::store::memory::{MemoryMfa, MemorySessions, MemoryUsers};
+    use crate::store::users_file::UsersFile;
+    use arc_swap::ArcSwap;
+
+    const PASSWORD: &str = "correct horse battery";
+
+    /// The whole state, in memory, without a socket or a Pingora server.
+    fn app(account_type: &str) -> App {
+        let users = format!(
+            "[[orgs]]\nid = \"o\"\nname = \"Org\"\n\n[[users]]\nid = \"u\"\nemail = \"a@b.c\"\n\
+             password_hash = \"{}\"\naccount_type = \"{account_type}\"\norg = \"o\"\n",
+            hash_blocking(PASSWORD).unwrap()
+        );
+        let file = UsersFile::parse(&users, std::path::Path::new("users.toml")).unwrap();
+        let config = Config::from_toml(
+            "[token]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [rate_limit]\naccount_failures = 2\n",
+            "test",
+            &|_| None,
+        )
+        .unwrap();
+        let mfa = Arc::new(MemoryMfa::default());
+        App {
+            mailer: Arc::new(Mailer::new(&config.mfa.delivery).unwrap()),
+            live: Arc::new(ArcSwap::from_pointee(Live::build(config, None).unwrap())),
+            users: Arc::new(MemoryUsers::new(file, None)),
+            sessions: Arc::new(MemorySessions::default()),
+            challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
+            devices: mfa,
+            passwords: Arc::new(Passwords::new(1, [])),
+        }
+    }
+
+    fn client() -> IpAddr {
+        "192.0.2.1".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_token_authenticates_until_revoked() {
+        let app = app("user");
+        let live = app.live.load_full();
+        let checked = check_password(&app, &live, "A@b.c", PASSWORD, None, client(), 100)
+            .await
+            .unwrap();
+        let token = start_session(&app, &live, &checked.user, 100)
+            .await
+            .unwrap();
+        let caller = authenticate(&app, &live, &token, 101).await.unwrap();
+        assert_eq!(caller.token.claims.user_id, "u");
+        let session = &caller.token.claims.session_id;
+        assert!(app.sessions.revoke("u", session).await.unwrap());
+        assert_eq!(
+            authenticate(&app, &live, &token, 102).await.err(),
+            Some(GatewayError::SessionExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_emails_and_wrong_passwords_fail_alike_and_lock_alike() {
+        let app = app("user");
+        let live = app.live.load_full();
+        for email in ["a@b.c", "nobody@b.c"] {
+            for _ in 0..2 {
+                let e = check_password(&app, &live, email, "wrong", None, client(), 100).await;
+                assert_eq!(e.err(), Some(GatewayError::InvalidCredentials), "{email}");
+            }
+            let e = check_password(&app, &live, email, PASSWORD, None, client(), 100).await;
+            assert!(
+                matches!(e.err(), Some(GatewayError::RateLimited { .. })),
+                "{email}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_current_record_decides_the_account_type() {
+        let app = app("admin");
+        let live = app.live.load_full();
+        let user = app.users.user_by_id("u").await.unwrap().unwrap();
+        let token = start_session(&app, &live, &user, 100).await.unwrap();
+        app.users
+            .save_user(User {
+                account_type: AccountType::User,
+                ..User::clone(&user)
+            })
+            .await
+            .unwrap();
+        let caller = authenticate(&app, &live, &token, 101).await.unwrap();
+        assert_eq!(caller.token.claims.account_type, AccountType::User);
+        assert_eq!(caller.token.header_values[2], "user");
+    }
 }

@@ -105,7 +105,8 @@ impl GatewayError {
         }
     }
 
-    /// `(error, message)` exactly as API.md lists them.
+    /// `(error, message)` as the README's error table lists them (the contract clients of both
+    /// seed families read).
     pub fn texts(&self) -> (&'static str, std::borrow::Cow<'static, str>) {
         use GatewayError::*;
         match self {

@@ -3,6 +3,7 @@
 //! Start at `proxy` to follow a request from top to bottom; `server` assembles the process.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod client_ip;
 pub mod config;

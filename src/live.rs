@@ -1,4 +1,5 @@
-//! The live configuration: everything a reload replaces in one atomic `ArcSwap` store.
+//! The configuration in force and what is built from it (token keys, routes, limiters), held
+//! behind one `ArcSwap` in `app::App`: each request takes the whole of it at its start.
 
 use std::sync::Arc;
 
@@ -12,10 +13,10 @@ pub struct Live {
     pub config: Config,
     pub keys: JwtKeys,
     pub router: Router,
-    /// Shared by every credential endpoint (signin, login, register, MFA verify, SSO callback,
-    /// change-password), keyed by client IP.
+    /// Shared by every credential endpoint (`endpoints::Endpoint::is_credential`), keyed by
+    /// client IP.
     pub auth_limiter: RateLimiter,
-    /// Failed password checks per account, shared like the limits.
+    /// Password attempts per account, shared through the limit store like the limits.
     pub failures: FailureLimiter,
 }
 

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header;
@@ -17,6 +16,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::app::App;
 use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::{client_ip, is_trusted};
 use crate::config::AuthMode;
@@ -24,10 +24,7 @@ use crate::connections::{LINGER, Watch, drain};
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::mfa::delivery::Mailer;
-use crate::password::Passwords;
 use crate::path::{PathError, normalize_request, without_parameters};
-use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
@@ -38,15 +35,19 @@ const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// Most header fields accepted in one request.
 const MAX_HEADER_FIELDS: usize = 100;
 
-/// The gateway's shared state; one instance serves every request.
+/// The Pingora service: one instance serves every request, with the application state.
 pub struct Gateway {
-    pub live: Arc<ArcSwap<Live>>,
-    pub users: Arc<dyn UserStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub challenges: Arc<dyn ChallengeStore>,
-    pub devices: Arc<dyn DeviceStore>,
-    pub passwords: Arc<Passwords>,
-    pub mailer: Arc<Mailer>,
+    app: App,
+}
+
+impl Gateway {
+    pub fn new(app: App) -> Gateway {
+        Gateway { app }
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
 }
 
 /// Per-request state carried between Pingora's phases.
@@ -95,7 +96,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let live = self.live.load_full();
+        let live = self.app.live.load_full();
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -295,7 +296,7 @@ impl Gateway {
                 None => body_token(&body),
             };
             let token = token.ok_or(GatewayError::MissingToken)?;
-            Some(authenticate(self, live, &token, now).await?)
+            Some(authenticate(&self.app, live, &token, now).await?)
         } else {
             None
         };
@@ -314,7 +315,7 @@ impl Gateway {
             now,
             device_cookie,
         };
-        endpoints::handle(endpoint, self, live, req).await
+        endpoints::handle(endpoint, &self.app, live, req).await
     }
 
     /// A request for an upstream: decide whether it may pass, and as whom.
@@ -352,9 +353,9 @@ impl Gateway {
 
         let now = unix_now();
         let caller = if let Some((_, token)) = header_or_query_token(session.req_header()) {
-            Some(authenticate(self, live, &token, now).await?)
+            Some(authenticate(&self.app, live, &token, now).await?)
         } else if let Some(token) = read_body_token(session, live, route.auth).await? {
-            Some(authenticate(self, live, &token, now).await?)
+            Some(authenticate(&self.app, live, &token, now).await?)
         } else {
             None
         };

@@ -13,6 +13,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::app::App;
 use crate::auth::unix_now;
 use crate::config::{Backend, Config};
 use crate::connections::{Connections, Limits};
@@ -37,15 +38,15 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("could not raise the descriptor limit: {e}"),
     }
     let stores = build_stores(&mut config)?;
-    let gateway = build_gateway(config.clone(), &stores)?;
-    let live = Arc::clone(&gateway.live);
+    let app = build_app(config.clone(), &stores)?;
+    let live = Arc::clone(&app.live);
     let sessions = Arc::clone(&stores.sessions);
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
     let (connections, watchdog) = Connections::new(
-        pingora::proxy::http_proxy(&server.configuration, gateway),
+        pingora::proxy::http_proxy(&server.configuration, Gateway::new(app)),
         Limits {
             max_per_ip: config.server.max_connections_per_ip,
             header_timeout: config.server.header_timeout,
@@ -178,7 +179,7 @@ fn seed(redis: &RedisStore, path: &std::path::Path) {
     }
 }
 
-pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway> {
+pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
     // The users file is the memory store itself, and what Redis was seeded from: its hashes
     // tell which kinds of hash the store holds, so failures can be made to look alike.
     let known_hashes: Vec<String> = UsersFile::load(&config.store.users_file)
@@ -190,7 +191,7 @@ pub fn build_gateway(config: Config, stores: &Stores) -> anyhow::Result<Gateway>
     ));
     let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
     let mailer = Mailer::new(&live.config.mfa.delivery).context("cannot set up mfa.delivery")?;
-    Ok(Gateway {
+    Ok(App {
         live: Arc::new(ArcSwap::from_pointee(live)),
         users: Arc::clone(&stores.users),
         sessions: Arc::clone(&stores.sessions),

@@ -4,10 +4,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Reply, Request, parse_json, validate_password};
+use crate::app::App;
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::model::User;
-use crate::proxy::Gateway;
 use crate::views;
 
 pub fn me(req: Request<'_>) -> Result<Reply, GatewayError> {
@@ -27,7 +27,7 @@ struct PasswordChange {
 
 /// Needs the current password; ends every other session of the user, keeps the caller's.
 pub async fn change_password(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     req: Request<'_>,
 ) -> Result<Reply, GatewayError> {
@@ -38,7 +38,7 @@ pub async fn change_password(
     // count against the account like failed sign-ins.
     let email = &caller.user.email;
     live.failures.begin(email, req.client_ip).await?;
-    let current_ok = gw
+    let current_ok = app
         .passwords
         .verify(&change.current_password, Some(&caller.user.password_hash))
         .await?;
@@ -46,18 +46,18 @@ pub async fn change_password(
         return Err(GatewayError::WrongPassword);
     }
     live.failures.succeeded(email, req.client_ip).await;
-    let password_hash = gw.passwords.hash(&change.new_password).await?;
-    gw.users
+    let password_hash = app.passwords.hash(&change.new_password).await?;
+    app.users
         .save_user(User {
             password_hash,
             ..User::clone(&caller.user)
         })
         .await?;
-    let ended = gw
+    let ended = app
         .sessions
         .revoke_user(&caller.user.id, Some(&caller.token.claims.session_id))
         .await?;
-    gw.devices.forget_devices(&caller.user.id).await?;
+    app.devices.forget_devices(&caller.user.id).await?;
     tracing::info!(user = %caller.user.id, other_sessions_ended = ended, "password changed");
     Ok(Reply::ok(
         json!({ "message": "Password changed successfully" }),

@@ -4,12 +4,12 @@
 use serde::Deserialize;
 
 use super::{Reply, Request, parse_json};
+use crate::app::App;
 use crate::auth::{standing, start_session};
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::mfa;
 use crate::model::User;
-use crate::proxy::Gateway;
 use crate::store::Attempt;
 use crate::views;
 
@@ -20,12 +20,12 @@ struct Verification {
     code: String,
 }
 
-pub async fn verify(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
+pub async fn verify(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     let v: Verification = parse_json(req.body)?;
     let settings = &live.config.mfa;
     let code = v.code.trim();
     let hash = mfa::code_hash(&live.config.token.secret, &v.challenge_id, code);
-    let challenge = match gw
+    let challenge = match app
         .challenges
         .attempt(&v.challenge_id, &hash, settings.max_attempts, req.now)
         .await?
@@ -40,29 +40,29 @@ pub async fn verify(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply
     };
 
     // The account may have changed while the code was in the mail.
-    let mut user = gw
+    let mut user = app
         .users
         .user_by_id(&challenge.user_id)
         .await?
         .ok_or(GatewayError::ChallengeGone)?;
-    let org = standing(gw, &user, req.now).await?;
+    let org = standing(app, &user, req.now).await?;
     if challenge.mandatory_super && !user.mfa_enabled {
         // Enrolled by passing the mandatory challenge: from now on this account always has MFA.
         let enrolled = User {
             mfa_enabled: true,
             ..User::clone(&user)
         };
-        gw.users.save_user(enrolled.clone()).await?;
+        app.users.save_user(enrolled.clone()).await?;
         user = std::sync::Arc::new(enrolled);
     }
 
-    let token = start_session(gw, live, &user, req.now).await?;
+    let token = start_session(app, live, &user, req.now).await?;
     let device_token = mfa::new_device_token();
     let lifetime = settings.trusted_device;
     let expires_at = req
         .now
         .saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
-    gw.devices
+    app.devices
         .trust_device(&user.id, &mfa::device_hash(&device_token), expires_at)
         .await?;
     tracing::info!(user = %user.id, client = %req.client_ip, "mfa verified");

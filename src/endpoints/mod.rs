@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::app::App;
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::proxy::Gateway;
 use crate::views::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,20 +120,20 @@ impl Reply {
 
 pub async fn handle(
     endpoint: Endpoint,
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     req: Request<'_>,
 ) -> Result<Reply, GatewayError> {
     match endpoint {
-        Endpoint::Signin => signin::sign_in(gw, live, req, Family::Profile).await,
-        Endpoint::Login => signin::sign_in(gw, live, req, Family::UserFirm).await,
-        Endpoint::Register => register::register(gw, live, req).await,
-        Endpoint::Refresh => refresh::refresh(gw, live, req).await,
+        Endpoint::Signin => signin::sign_in(app, live, req, Family::Profile).await,
+        Endpoint::Login => signin::sign_in(app, live, req, Family::UserFirm).await,
+        Endpoint::Register => register::register(app, live, req).await,
+        Endpoint::Refresh => refresh::refresh(app, live, req).await,
         Endpoint::Me => account::me(req),
-        Endpoint::ChangePassword => account::change_password(gw, live, req).await,
-        Endpoint::MfaVerify => mfa::verify(gw, live, req).await,
-        Endpoint::Signout => signout::signout(gw, req).await,
-        Endpoint::SignoutAll => signout::signout_all(gw, req).await,
+        Endpoint::ChangePassword => account::change_password(app, live, req).await,
+        Endpoint::MfaVerify => mfa::verify(app, live, req).await,
+        Endpoint::Signout => signout::signout(app, req).await,
+        Endpoint::SignoutAll => signout::signout_all(app, req).await,
     }
 }
 

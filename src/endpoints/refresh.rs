@@ -3,18 +3,18 @@
 use serde_json::json;
 
 use super::{Reply, Request};
+use crate::app::App;
 use crate::auth::issue_token;
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::proxy::Gateway;
 use crate::views;
 
-pub async fn refresh(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
+pub async fn refresh(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     let caller = req.caller()?;
     let session_id = &caller.token.claims.session_id;
     let expires_at = req.now.saturating_add(live.validity_secs());
     // The session slides with the token: both end a full lifetime from now.
-    if !gw
+    if !app
         .sessions
         .extend(&caller.user.id, session_id, expires_at, req.now)
         .await?

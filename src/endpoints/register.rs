@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::Map;
 
 use super::{Reply, Request, parse_json, validate_password};
+use crate::app::App;
 use crate::auth::start_session;
 use crate::error::GatewayError;
 use crate::live::Live;
 use crate::model::{AccountType, Org, Status, User, normalize_email};
-use crate::proxy::Gateway;
 use crate::views::{self, Family};
 
 /// Only these fields are read: a body cannot choose its role, tier or status.
@@ -26,7 +26,7 @@ struct Registration {
 
 const MAX_NAME_CHARS: usize = 100;
 
-pub async fn register(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
+pub async fn register(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     if !live.config.register.enabled {
         return Err(GatewayError::RegistrationClosed);
     }
@@ -44,7 +44,7 @@ pub async fn register(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Rep
         _ => format!("{first_name} {last_name}"),
     };
     validate_password(live, "password", &r.password)?;
-    let password_hash = gw.passwords.hash(&r.password).await?;
+    let password_hash = app.passwords.hash(&r.password).await?;
 
     let trial_end = DateTime::<Utc>::from_timestamp(req.now, 0)
         .unwrap_or_default()
@@ -72,8 +72,8 @@ pub async fn register(gw: &Gateway, live: &Live, req: Request<'_>) -> Result<Rep
         mfa_enabled: false,
         profile: Map::new(),
     };
-    gw.users.create_user(org.clone(), user.clone()).await?;
-    let token = start_session(gw, live, &user, req.now).await?;
+    app.users.create_user(org.clone(), user.clone()).await?;
+    let token = start_session(app, live, &user, req.now).await?;
     tracing::info!(user = %user.id, org = %org.id, client = %req.client_ip, "registered");
     Ok(Reply::ok(views::signed_in(
         Family::UserFirm,

@@ -4,10 +4,10 @@
 use serde::Deserialize;
 
 use super::{Reply, Request, parse_json};
+use crate::app::App;
 use crate::auth::{Admission, admit, check_password};
 use crate::error::GatewayError;
 use crate::live::Live;
-use crate::proxy::Gateway;
 use crate::views::{self, Family};
 
 #[derive(Deserialize)]
@@ -20,7 +20,7 @@ pub struct Credentials {
 }
 
 pub async fn sign_in(
-    gw: &Gateway,
+    app: &App,
     live: &Live,
     req: Request<'_>,
     family: Family,
@@ -31,7 +31,7 @@ pub async fn sign_in(
         .as_deref()
         .or(req.device_cookie.as_deref());
     let checked = check_password(
-        gw,
+        app,
         live,
         &creds.email,
         &creds.password,
@@ -41,7 +41,7 @@ pub async fn sign_in(
     )
     .await?;
     let (user, org) = (checked.user, checked.org);
-    match admit(gw, live, &user, family, checked.trusted_device, req.now).await? {
+    match admit(app, live, &user, family, checked.trusted_device, req.now).await? {
         Admission::SignedIn { token } => {
             tracing::info!(user = %user.id, client = %req.client_ip, "signed in");
             Ok(Reply::ok(views::signed_in(

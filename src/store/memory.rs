@@ -88,7 +88,11 @@ impl MemoryUsers {
             return Ok(false);
         };
         let mut file = self.file.lock().await;
-        let now = mtime(path);
+        // Polled every second from an async task: ask the blocking-free way.
+        let now = tokio::fs::metadata(path)
+            .await
+            .and_then(|m| m.modified())
+            .ok();
         if !force && now == self.seen() {
             return Ok(false);
         }

@@ -1,0 +1,22 @@
+//! The application state every handler works with: the live configuration, the stores,
+//! password hashing and the mailer. It knows nothing of Pingora; `proxy` holds one and hands
+//! it to `endpoints` and `auth`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::live::Live;
+use crate::mfa::delivery::Mailer;
+use crate::password::Passwords;
+use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
+
+pub struct App {
+    pub live: Arc<ArcSwap<Live>>,
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub challenges: Arc<dyn ChallengeStore>,
+    pub devices: Arc<dyn DeviceStore>,
+    pub passwords: Arc<Passwords>,
+    pub mailer: Arc<Mailer>,
+}
