@@ -127,93 +127,33 @@ impl Keys {
 
 /// Store a session (or trusted device) and index it under its user; the index lives as long as
 /// its longest-lived member.
-const CREATE_SESSION: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-if redis.call('EXPIRETIME', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('EXPIREAT', KEYS[2], ARGV[2])
-end
-return 1";
+const CREATE_SESSION: &str = include_str!("scripts/create_session.lua");
 
 /// Move a live session's expiry (record and key TTL together); 0 when it is gone.
-const EXTEND_SESSION: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local s = cjson.decode(v)
-s['expires_at'] = tonumber(ARGV[1])
-redis.call('SET', KEYS[1], cjson.encode(s), 'EXAT', ARGV[1])
-local t = redis.call('EXPIRETIME', KEYS[2])
-if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
-return 1";
+const EXTEND_SESSION: &str = include_str!("scripts/extend_session.lua");
 
 /// Claim the email, then write the user and the organization; 0 when the email is taken.
-const CREATE_USER: &str = r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3])
-return 1";
+const CREATE_USER: &str = include_str!("scripts/create_user.lua");
 
-const REVOKE_SESSION: &str = r"
-local n = redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-return n";
+const REVOKE_SESSION: &str = include_str!("scripts/revoke_session.lua");
 
 /// Delete every member of a user's index (sessions or devices) but ARGV[2]. Every key of the
 /// user shares the user's hash tag, so this stays in one slot.
-const REVOKE_USER: &str = r"
-local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if id ~= ARGV[2] then
-    n = n + redis.call('DEL', ARGV[1] .. id)
-    redis.call('SREM', KEYS[1], id)
-  end
-end
-return n";
+const REVOKE_USER: &str = include_str!("scripts/revoke_user.lua");
 
 /// GCRA, the algorithm `governor` runs in process: a burst of `burst`, one slot back every
 /// `emission` ms. Redis's own clock is used so that instances with skewed clocks agree.
 /// Returns 0 when allowed, else the milliseconds to wait.
-const RATE_LIMIT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local emission = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local next_tat = tat + emission
-local allow_at = next_tat - emission * tonumber(ARGV[2])
-if allow_at > now then return allow_at - now end
-redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
-return 0";
+const RATE_LIMIT: &str = include_str!("scripts/rate_limit.lua");
 
 /// One guess at an MFA code: compare, and count a wrong one, atomically; the right code
 /// deletes the challenge. Returns {0} unknown, {2} exhausted, {3, remaining} wrong, {1, record}.
-const ATTEMPT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return {0, ''} end
-local c = cjson.decode(v)
-local max = tonumber(ARGV[2])
-if c['attempts'] >= max then return {2, ''} end
-if c['code_hash'] ~= ARGV[1] then
-  c['attempts'] = c['attempts'] + 1
-  redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
-  return {3, tostring(max - c['attempts'])}
-end
-redis.call('DEL', KEYS[1])
-return {1, v}";
+const ATTEMPT: &str = include_str!("scripts/attempt.lua");
 
 /// Count one attempt under the account key and the account-and-address key, unless either is
 /// at its limit: then return the milliseconds left in its window, counting nothing. A key's
 /// window starts with its first attempt.
-const RESERVE_ATTEMPT: &str = r"
-for i, k in ipairs(KEYS) do
-  if tonumber(redis.call('GET', k) or '0') >= tonumber(ARGV[i]) then
-    return math.max(redis.call('PTTL', k), 1)
-  end
-end
-for _, k in ipairs(KEYS) do
-  if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, ARGV[3]) end
-end
-return 0";
+const RESERVE_ATTEMPT: &str = include_str!("scripts/reserve_attempt.lua");
 
 struct Scripts {
     attempt: Script,
