@@ -1,17 +1,18 @@
 //! HS256 issue and verification, with the algorithm pinned and expiry checked against a given time.
 //!
-//! A token that verified once is remembered (keyed by its full text), so the requests that
+//! A token that verified once is remembered (matched on its full text), so the requests that
 //! follow with the same token skip the base64, JSON and HMAC work; expiry is still checked
 //! against the clock on every use. Only exact byte-for-byte matches of a token that passed full
 //! verification hit, so the cache cannot be used to smuggle a token in.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tinyufo::TinyUfo;
 
 use crate::error::GatewayError;
 use crate::model::{AccountType, User};
@@ -78,15 +79,25 @@ impl Verified {
     }
 }
 
-/// Upper bound on remembered tokens; past it the cache starts over.
+/// How many verified tokens are remembered. Past it, TinyUFO (S3-FIFO eviction with TinyLFU
+/// admission, as in Pingora's own memory cache) lets the least used go one at a time.
 const MAX_CACHED_TOKENS: usize = 100_000;
+
+/// A verified token with its exact text: the cache is keyed by a 64-bit hash, so a hit counts
+/// only when the text matches byte for byte.
+struct Remembered {
+    token: Box<str>,
+    verified: Arc<Verified>,
+}
 
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     header: Header,
     validation: Validation,
-    verified: DashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>,
+    verified: TinyUfo<u64, Arc<Remembered>>,
+    /// Keyed per process, so which tokens share a slot cannot be planned from outside.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl JwtKeys {
@@ -103,7 +114,8 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             header: Header::new(Algorithm::HS256),
             validation,
-            verified: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            verified: TinyUfo::new(MAX_CACHED_TOKENS, MAX_CACHED_TOKENS),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -114,21 +126,22 @@ impl JwtKeys {
 
     /// Check signature, algorithm and shape, then expiry against `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Verified>, GatewayError> {
-        if let Some(hit) = self.verified.get(token) {
-            let verified = Arc::clone(hit.value());
-            drop(hit);
-            if verified.claims.exp <= now {
-                self.verified.remove(token);
+        let key = self.hasher.hash_one(token);
+        if let Some(hit) = self.verified.get(&key).filter(|r| &*r.token == token) {
+            if hit.verified.claims.exp <= now {
+                self.verified.remove(&key);
                 return Err(GatewayError::TokenExpired);
             }
-            return Ok(verified);
+            return Ok(Arc::clone(&hit.verified));
         }
         let claims = self.verify_uncached(token, now)?;
         let verified = Arc::new(Verified::new(claims));
-        if self.verified.len() >= MAX_CACHED_TOKENS {
-            self.verified.clear();
-        }
-        self.verified.insert(token.into(), Arc::clone(&verified));
+        let remembered = Remembered {
+            token: token.into(),
+            verified: Arc::clone(&verified),
+        };
+        // May be declined by the admission policy, or evict a less used token: never all.
+        self.verified.put(key, Arc::new(remembered), 1);
         Ok(verified)
     }
 
@@ -180,6 +193,26 @@ mod tests {
         // Second use comes from the cache, and expiry still applies to it.
         assert_eq!(keys.verify(&token, 1_600).unwrap().claims, claims(2_000));
         assert_eq!(keys.verify(&token, 2_000), Err(GatewayError::TokenExpired));
+    }
+
+    #[test]
+    fn a_full_cache_evicts_some_tokens_not_all() {
+        let keys = JwtKeys::new(SECRET);
+        let tokens: Vec<String> = (0..MAX_CACHED_TOKENS as i64 + 1000)
+            .map(|i| keys.issue(&claims(10_000 + i)).unwrap())
+            .collect();
+        for t in &tokens {
+            keys.verify(t, 1_500).unwrap();
+        }
+        let remembered = tokens
+            .iter()
+            .filter(|t| {
+                let key = keys.hasher.hash_one(t.as_str());
+                keys.verified.get(&key).is_some()
+            })
+            .count();
+        assert!(remembered > MAX_CACHED_TOKENS / 2, "{remembered}");
+        assert!(remembered <= MAX_CACHED_TOKENS, "{remembered}");
     }
 
     #[test]
