@@ -1,22 +1,27 @@
 //! Every way a request can be refused, and the one place each maps to a status and JSON body.
+//!
+//! Leaf modules have their own error types (`token::TokenError`, `ratelimit::Limited`,
+//! `password::PasswordError`, `store::StoreError`, `path::PathError`), each keeping its source;
+//! this enum wraps them, and `status` and `texts` are the only mapping to HTTP.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
+use http::StatusCode;
 use serde::Serialize;
 
+use crate::password::PasswordError;
+use crate::path::PathError;
+use crate::ratelimit::Limited;
 use crate::store::StoreError;
+use crate::token::TokenError;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("no token in any location")]
     MissingToken,
-    #[error("token expired")]
-    TokenExpired,
-    #[error("bad token signature")]
-    InvalidSignature,
-    #[error("token algorithm not allowed")]
-    InvalidAlgorithm,
-    #[error("token malformed")]
-    MalformedToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("session revoked or unknown")]
     SessionExpired,
     #[error("wrong email or password")]
@@ -25,12 +30,10 @@ pub enum GatewayError {
     AccountDisabled,
     #[error("organization disabled or expired")]
     FirmDisabled,
-    #[error("account type not allowed on this route")]
+    #[error("not allowed on this route")]
     Forbidden,
     #[error("current password is wrong")]
     WrongPassword,
-    #[error("email already registered")]
-    EmailTaken,
     #[error("registration disabled")]
     RegistrationClosed,
     #[error("wrong verification code")]
@@ -41,8 +44,14 @@ pub enum GatewayError {
     ChallengeExhausted,
     #[error("verification code could not be delivered")]
     DeliveryFailed,
-    #[error("rate limited for {retry_after_secs}s")]
-    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    RateLimited(#[from] Limited),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("body larger than {limit} bytes")]
@@ -57,23 +66,6 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("upstream unavailable")]
     BadGateway,
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl From<crate::path::PathError> for GatewayError {
-    fn from(e: crate::path::PathError) -> Self {
-        GatewayError::BadRequest(e.to_string())
-    }
-}
-
-impl From<StoreError> for GatewayError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(_) => GatewayError::EmailTaken,
-            StoreError::Unavailable(_) => GatewayError::Unavailable(e.to_string()),
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -82,77 +74,81 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
+const UNAVAILABLE: (&str, &str) = (
+    "Service Unavailable",
+    "Authentication service temporarily unavailable",
+);
+
 impl GatewayError {
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            MissingToken | TokenExpired | InvalidSignature | InvalidAlgorithm | MalformedToken
-            | SessionExpired | InvalidCredentials | AccountDisabled | FirmDisabled
-            | WrongPassword | WrongCode => 401,
-            ChallengeGone | ChallengeExhausted => 410,
-            DeliveryFailed => 502,
-            Forbidden | RegistrationClosed => 403,
-            EmailTaken => 409,
-            NotFound => 404,
-            MethodNotAllowed => 405,
-            PayloadTooLarge { .. } => 413,
-            UriTooLong { .. } => 414,
-            TooManyHeaders { .. } => 431,
-            RateLimited { .. } => 429,
-            BadRequest(_) => 400,
-            BadGateway => 502,
-            Unavailable(_) => 503,
+            Token(TokenError::Signing(_)) | Store(StoreError::Unavailable { .. }) | Password(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            MissingToken | Token(_) | SessionExpired | InvalidCredentials | AccountDisabled
+            | FirmDisabled | WrongPassword | WrongCode => StatusCode::UNAUTHORIZED,
+            ChallengeGone | ChallengeExhausted => StatusCode::GONE,
+            DeliveryFailed | BadGateway => StatusCode::BAD_GATEWAY,
+            Forbidden | RegistrationClosed => StatusCode::FORBIDDEN,
+            Store(StoreError::EmailTaken) => StatusCode::CONFLICT,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            BadRequest(_) | Path(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     /// `(error, message)` as the README's error table lists them (the contract clients of both
     /// seed families read).
-    pub fn texts(&self) -> (&'static str, std::borrow::Cow<'static, str>) {
+    pub fn texts(&self) -> (&'static str, Cow<'static, str>) {
         use GatewayError::*;
+        let fixed = |(e, m): (&'static str, &'static str)| (e, Cow::Borrowed(m));
         match self {
-            MissingToken => ("Authentication Required", "Authentication Required".into()),
-            TokenExpired => ("Token expired", "jwt expired".into()),
-            InvalidSignature => ("Invalid token", "invalid signature".into()),
-            InvalidAlgorithm => ("Invalid token", "invalid algorithm".into()),
-            MalformedToken => ("Invalid token", "jwt malformed".into()),
-            SessionExpired => ("Session expired", "session expired".into()),
-            InvalidCredentials => (
-                "Invalid email or password",
-                "Invalid email or password".into(),
-            ),
-            AccountDisabled => ("Account is disabled", "Account is disabled".into()),
-            FirmDisabled => (
-                "Firm account is disabled",
-                "Firm account is disabled".into(),
-            ),
-            Forbidden => (
+            MissingToken => fixed(("Authentication Required", "Authentication Required")),
+            Token(TokenError::Expired) => fixed(("Token expired", "jwt expired")),
+            Token(TokenError::InvalidSignature) => fixed(("Invalid token", "invalid signature")),
+            Token(TokenError::InvalidAlgorithm) => fixed(("Invalid token", "invalid algorithm")),
+            Token(TokenError::Malformed) => fixed(("Invalid token", "jwt malformed")),
+            Token(TokenError::Signing(_)) | Store(StoreError::Unavailable { .. }) | Password(_) => {
+                fixed(UNAVAILABLE)
+            }
+            SessionExpired => fixed(("Session expired", "session expired")),
+            InvalidCredentials => fixed(("Invalid email or password", "Invalid email or password")),
+            AccountDisabled => fixed(("Account is disabled", "Account is disabled")),
+            FirmDisabled => fixed(("Firm account is disabled", "Firm account is disabled")),
+            Forbidden => fixed((
                 "Forbidden",
-                "Your account type is not allowed to access this resource".into(),
-            ),
-            WrongPassword => ("Invalid password", "Current password is incorrect".into()),
-            EmailTaken => (
+                "Your account type is not allowed to access this resource",
+            )),
+            WrongPassword => fixed(("Invalid password", "Current password is incorrect")),
+            Store(StoreError::EmailTaken) => fixed((
                 "Email already registered",
-                "An account with this email already exists".into(),
-            ),
-            RegistrationClosed => ("Forbidden", "Registration is disabled".into()),
-            WrongCode => ("Invalid code", "The verification code is incorrect".into()),
-            ChallengeGone => (
+                "An account with this email already exists",
+            )),
+            RegistrationClosed => fixed(("Forbidden", "Registration is disabled")),
+            WrongCode => fixed(("Invalid code", "The verification code is incorrect")),
+            ChallengeGone => fixed((
                 "Challenge expired",
-                "This verification challenge has expired or was already used; sign in again".into(),
-            ),
-            ChallengeExhausted => (
+                "This verification challenge has expired or was already used; sign in again",
+            )),
+            ChallengeExhausted => fixed((
                 "Too many attempts",
-                "Too many wrong verification codes; sign in again".into(),
-            ),
-            DeliveryFailed => (
+                "Too many wrong verification codes; sign in again",
+            )),
+            DeliveryFailed => fixed((
                 "Delivery failed",
-                "The verification code could not be sent; try again later".into(),
-            ),
-            RateLimited { retry_after_secs } => (
+                "The verification code could not be sent; try again later",
+            )),
+            RateLimited(l) => (
                 "Too Many Requests",
-                format!("Too many requests, retry in {retry_after_secs} seconds").into(),
+                format!("Too many requests, retry in {} seconds", l.retry_after_secs).into(),
             ),
             BadRequest(why) => ("Bad Request", why.clone().into()),
+            Path(e) => ("Bad Request", e.to_string().into()),
             PayloadTooLarge { limit } => (
                 "Payload Too Large",
                 format!("Request body is larger than {limit} bytes").into(),
@@ -165,16 +161,11 @@ impl GatewayError {
                 "Request Header Fields Too Large",
                 format!("The request has more than {limit} header fields").into(),
             ),
-            NotFound => ("Not Found", "No route matches this path".into()),
-            MethodNotAllowed => (
-                "Method Not Allowed",
-                "Method not allowed on this endpoint".into(),
-            ),
-            BadGateway => ("Bad Gateway", "The upstream service is unavailable".into()),
-            Unavailable(_) => (
-                "Service Unavailable",
-                "Authentication service temporarily unavailable".into(),
-            ),
+            NotFound => fixed(("Not Found", "No route matches this path")),
+            MethodNotAllowed => {
+                fixed(("Method Not Allowed", "Method not allowed on this endpoint"))
+            }
+            BadGateway => fixed(("Bad Gateway", "The upstream service is unavailable")),
         }
     }
 
@@ -193,7 +184,7 @@ impl GatewayError {
     /// Extra response headers this error carries.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            GatewayError::RateLimited(l) => Some(l.retry_after_secs),
             _ => None,
         }
     }
@@ -204,7 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_md_error_table() {
+    fn the_error_table() {
         let cases = [
             (
                 GatewayError::MissingToken,
@@ -213,19 +204,19 @@ mod tests {
                 "Authentication Required",
             ),
             (
-                GatewayError::TokenExpired,
+                TokenError::Expired.into(),
                 401,
                 "Token expired",
                 "jwt expired",
             ),
             (
-                GatewayError::InvalidSignature,
+                TokenError::InvalidSignature.into(),
                 401,
                 "Invalid token",
                 "invalid signature",
             ),
             (
-                GatewayError::MalformedToken,
+                TokenError::Malformed.into(),
                 401,
                 "Invalid token",
                 "jwt malformed",
@@ -254,28 +245,42 @@ mod tests {
                 "Firm account is disabled",
                 "Firm account is disabled",
             ),
+            (
+                StoreError::EmailTaken.into(),
+                409,
+                "Email already registered",
+                "An account with this email already exists",
+            ),
+            (
+                StoreError::unavailable("redis", "timed out").into(),
+                503,
+                "Service Unavailable",
+                "Authentication service temporarily unavailable",
+            ),
         ];
         for (e, status, error, message) in cases {
-            assert_eq!(e.status(), status);
+            assert_eq!(e.status().as_u16(), status);
             let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
             assert_eq!(body["error"], error);
             assert_eq!(body["message"], message);
         }
-        assert_eq!(GatewayError::Forbidden.status(), 403);
+        assert_eq!(GatewayError::Forbidden.status(), StatusCode::FORBIDDEN);
+        let limited = GatewayError::from(Limited {
+            retry_after_secs: 3,
+        });
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after(), Some(3));
         assert_eq!(
-            GatewayError::RateLimited {
-                retry_after_secs: 3
-            }
-            .status(),
-            429
+            GatewayError::PayloadTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
         );
-        assert_eq!(
-            GatewayError::RateLimited {
-                retry_after_secs: 3
-            }
-            .retry_after(),
-            Some(3)
-        );
-        assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
+    }
+
+    #[test]
+    fn a_store_outage_keeps_its_cause() {
+        let e = GatewayError::from(StoreError::unavailable("redis", "connection refused"));
+        assert_eq!(e.to_string(), "redis: connection refused");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("connection refused"));
     }
 }

@@ -14,7 +14,16 @@ use argon2::password_hash::{
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-use crate::error::GatewayError;
+/// Why a password could not be checked or hashed (never: that it was wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the password hashing pool is closed")]
+    Closed,
+    #[error("a password task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("password hashing failed: {0}")]
+    Hash(argon2::password_hash::Error),
+}
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 iterations, 1 lane.
 fn argon2id() -> Argon2<'static> {
@@ -165,7 +174,7 @@ impl Passwords {
 
     /// Verify `password` against `hash`, or against a dummy hash when there is no user. A
     /// failure, for either reason, answers no sooner than the slowest kind of hash would.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, GatewayError> {
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, PasswordError> {
         let known = hash.is_some();
         let hash: Arc<str> = match hash {
             Some(h) => h.into(),
@@ -193,25 +202,25 @@ impl Passwords {
         Ok(ok)
     }
 
-    pub async fn hash(&self, password: &str) -> Result<String, GatewayError> {
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_owned();
         self.run(move || hash_blocking(&password))
             .await?
-            .map_err(|e| GatewayError::Unavailable(format!("password hashing failed: {e}")))
+            .map_err(PasswordError::Hash)
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, GatewayError> {
+    ) -> Result<T, PasswordError> {
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| GatewayError::Unavailable("password hasher closed".into()))?;
+            .map_err(|_| PasswordError::Closed)?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| GatewayError::Unavailable(format!("password task failed: {e}")))
+            .map_err(PasswordError::Task)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header;
+use http::{StatusCode, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -116,12 +116,21 @@ impl ProxyHttp for Gateway {
             Ok(None) => Ok(false),
             Ok(Some(reply)) => {
                 let body = serde_json::to_vec(&reply.body).unwrap_or_default();
-                ctx.answered = Some(reply.status);
+                ctx.answered = Some(reply.status.as_u16());
                 respond(session, reply.status, Bytes::from(body), &reply.headers).await?;
                 Ok(true)
             }
             Err(e) => {
-                ctx.answered = Some(e.status());
+                let status = e.status();
+                if status.is_server_error() {
+                    // The client gets a fixed text; the log gets the cause, with its sources.
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        "request refused: {}",
+                        error_chain(&e)
+                    );
+                }
+                ctx.answered = Some(status.as_u16());
                 respond_error(session, &e).await?;
                 Ok(true)
             }
@@ -193,7 +202,7 @@ impl ProxyHttp for Gateway {
                 if let Err(write_err) = respond_error(session, &error).await {
                     tracing::debug!("could not send error response: {write_err}");
                 }
-                error.status()
+                error.status().as_u16()
             }
             None => 0,
         };
@@ -455,6 +464,22 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
     }
 }
 
+/// An error and every error it was caused by, for the log.
+fn error_chain(e: &GatewayError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Transparent wrappers and "context: source" displays repeat their source.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn respond_error(session: &mut Session, e: &GatewayError) -> Result<()> {
     let retry_after = e.retry_after().map(|s| ("retry-after", s.to_string()));
     respond(session, e.status(), e.body(), retry_after.as_slice()).await
@@ -462,7 +487,7 @@ async fn respond_error(session: &mut Session, e: &GatewayError) -> Result<()> {
 
 async fn respond(
     session: &mut Session,
-    status: u16,
+    status: StatusCode,
     body: Bytes,
     headers: &[(&'static str, String)],
 ) -> Result<()> {

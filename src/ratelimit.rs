@@ -14,8 +14,14 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 
-use crate::error::GatewayError;
 use crate::store::LimitStore;
+
+/// A request over its limit, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited for {retry_after_secs}s")]
+pub struct Limited {
+    pub retry_after_secs: u64,
+}
 
 /// One rate-limited bucket (the credential endpoints, or one route).
 pub struct RateLimiter {
@@ -40,7 +46,7 @@ impl RateLimiter {
         }
     }
 
-    pub async fn check(&self, ip: IpAddr) -> Result<(), GatewayError> {
+    pub async fn check(&self, ip: IpAddr) -> Result<(), Limited> {
         let local = self.local.check(ip);
         let Some(shared) = &self.shared else {
             return local;
@@ -108,7 +114,7 @@ impl FailureLimiter {
 
     /// Count one attempt on the account from `ip`, or refuse it when the account, or this
     /// address on it, has used up its window.
-    pub async fn begin(&self, email: &str, ip: IpAddr) -> Result<(), GatewayError> {
+    pub async fn begin(&self, email: &str, ip: IpAddr) -> Result<(), Limited> {
         let account = account_bucket(email);
         let client = client_bucket(&account, ip);
         let Some(shared) = &self.shared else {
@@ -142,12 +148,7 @@ impl FailureLimiter {
 
     /// Check and count under each bucket's entry lock, account first; a refusal by the client
     /// bucket gives the account's count back.
-    fn reserve_local(
-        &self,
-        account: &str,
-        client: &str,
-        enforce: bool,
-    ) -> Result<(), GatewayError> {
+    fn reserve_local(&self, account: &str, client: &str, enforce: bool) -> Result<(), Limited> {
         let now = Instant::now();
         let take = |key: &str, limit: u32| -> Result<(), Duration> {
             let mut entry = self
@@ -180,8 +181,8 @@ impl FailureLimiter {
     }
 }
 
-fn limited(wait: Duration) -> GatewayError {
-    GatewayError::RateLimited {
+fn limited(wait: Duration) -> Limited {
+    Limited {
         retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
     }
 }
@@ -212,7 +213,7 @@ impl<C: Clock + Clone> IpLimiter<C> {
         }
     }
 
-    pub fn check(&self, ip: IpAddr) -> Result<(), GatewayError> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), Limited> {
         self.limiter
             .check_key(&ip)
             .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
@@ -243,7 +244,7 @@ mod tests {
         // Two from one address lock that address out of this account only.
         assert!(matches!(
             limiter.begin("x@y.z", a).await,
-            Err(GatewayError::RateLimited {
+            Err(Limited {
                 retry_after_secs: 60
             })
         ));
@@ -264,7 +265,7 @@ mod tests {
             assert!(limiter.check(ip).is_ok());
         }
         match limiter.check(ip) {
-            Err(GatewayError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 6),
+            Err(Limited { retry_after_secs }) => assert_eq!(retry_after_secs, 6),
             other => panic!("{other:?}"),
         }
         // Another client is not affected.

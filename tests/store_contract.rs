@@ -206,7 +206,7 @@ async fn users_contract(store: &dyn UserStore) {
     let taken = store
         .create_user(org("o2"), user("u2", "a@b.c", "o2"))
         .await;
-    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert!(matches!(taken, Err(StoreError::EmailTaken)), "{taken:?}");
     assert!(store.user_by_id("u2").await.unwrap().is_none());
 
     let found = store.user_by_email("a@b.c").await.unwrap().unwrap();

@@ -10,6 +10,7 @@ mod signout;
 
 use std::net::IpAddr;
 
+use http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -98,7 +99,7 @@ impl Request<'_> {
 }
 
 pub struct Reply {
-    pub status: u16,
+    pub status: StatusCode,
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
 }
@@ -106,7 +107,7 @@ pub struct Reply {
 impl Reply {
     pub fn ok(body: Value) -> Reply {
         Reply {
-            status: 200,
+            status: StatusCode::OK,
             body,
             headers: Vec::new(),
         }

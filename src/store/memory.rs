@@ -125,10 +125,13 @@ impl MemoryUsers {
                 to_save.save_atomic(&target).map(|()| mtime(&target))
             })
             .await
-            .map_err(|e| StoreError::Unavailable(format!("users file writer: {e}")))?
+            .map_err(|e| StoreError::unavailable("users file writer", e))?
             .map(|written| self.set_seen(written))
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot write {}: {e}", path.display()))
+                StoreError::unavailable(
+                    "users file",
+                    format!("cannot write {}: {e}", path.display()),
+                )
             })?;
         }
         self.dir.store(Arc::new(Directory::from_file(&next)));
@@ -163,7 +166,7 @@ impl UserStore for MemoryUsers {
     async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
         self.write(|file| {
             if file.users.iter().any(|u| u.email == user.email) {
-                return Err(StoreError::Conflict("email already registered".into()));
+                return Err(StoreError::EmailTaken);
             }
             file.orgs.push(org);
             file.users.push(user);
@@ -178,7 +181,9 @@ impl UserStore for MemoryUsers {
                 .users
                 .iter_mut()
                 .find(|u| u.id == user.id)
-                .ok_or_else(|| StoreError::Unavailable(format!("user {} vanished", user.id)))?;
+                .ok_or_else(|| {
+                    StoreError::unavailable("users file", format!("user {} vanished", user.id))
+                })?;
             *slot = user;
             Ok(())
         })

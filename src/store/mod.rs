@@ -14,12 +14,30 @@ use async_trait::async_trait;
 
 use crate::model::{Challenge, Org, Session, User};
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store backend unavailable: {0}")]
-    Unavailable(String),
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// The backend could not answer (down, too slow, or its data unreadable), and why.
+    #[error("{context}: {source}")]
+    Unavailable {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `create_user` found the email taken.
+    #[error("email already registered")]
+    EmailTaken,
+}
+
+impl StoreError {
+    pub fn unavailable(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            context,
+            source: source.into(),
+        }
+    }
 }
 
 /// Read access to users and their organizations.
@@ -29,7 +47,7 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError>;
-    /// Add a user and their new organization; `Conflict` when the email is taken. Durable
+    /// Add a user and their new organization; `EmailTaken` when it is. Durable
     /// before it returns.
     async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError>;
     /// Replace the record of an existing user (password, MFA flag). Durable before it returns.

@@ -4,4 +4,4 @@ pub mod extract;
 pub mod jwt;
 
 pub use extract::{Location, body_token, header_or_query_token};
-pub use jwt::{Claims, JwtKeys};
+pub use jwt::{Claims, JwtKeys, TokenError};

@@ -183,8 +183,8 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::unavailable("redis", e)
 }
 
 /// The process-wide runtime that drives Redis connections and the change listener, apart from
@@ -549,7 +549,7 @@ impl UserStore for RedisStore {
             .arg(to_json(&org)?);
         match self.run(call.invoke_async::<i64>(&mut conn)).await? {
             1 => Ok(()),
-            _ => Err(StoreError::Conflict("email already registered".into())),
+            _ => Err(StoreError::EmailTaken),
         }
     }
 
