@@ -28,6 +28,7 @@ use crate::store::{SessionStore, Stores};
 
 /// Build every service from `config` and serve until a shutdown signal.
 pub fn run(mut config: Config) -> anyhow::Result<()> {
+    config.generate_missing_secret();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -4,6 +4,26 @@
 
 use serde::Deserialize;
 
+use super::settings::{AuthMode, SmtpTls};
+use crate::model::AccountType;
+
+/// `store.backend`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Memory,
+    Redis,
+}
+
+/// `mfa.delivery`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    Smtp,
+    Webhook,
+    Log,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
@@ -103,7 +123,7 @@ impl Default for RawToken {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    pub backend: String,
+    pub backend: BackendKind,
     pub redis_url: Option<RedisUrls>,
     pub users_file: String,
     pub redis_key_prefix: String,
@@ -123,7 +143,7 @@ pub enum RedisUrls {
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
-            backend: "memory".into(),
+            backend: BackendKind::Memory,
             redis_url: None,
             users_file: "conf/users.toml".into(),
             redis_key_prefix: "authgate:".into(),
@@ -208,9 +228,9 @@ pub struct RawRoute {
     pub prefix: String,
     pub upstream: String,
     #[serde(default = "default_auth")]
-    pub auth: String,
+    pub auth: AuthMode,
     #[serde(default)]
-    pub account_types: Option<Vec<String>>,
+    pub account_types: Option<Vec<AccountType>>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<u32>,
     #[serde(default)]
@@ -221,14 +241,14 @@ pub struct RawRoute {
     pub org_ids: Option<Vec<String>>,
 }
 
-fn default_auth() -> String {
-    "required".into()
+fn default_auth() -> AuthMode {
+    AuthMode::Required
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMfa {
-    pub delivery: String,
+    pub delivery: DeliveryKind,
     pub webhook_url: Option<String>,
     pub code_ttl_secs: u64,
     pub max_attempts: u32,
@@ -242,7 +262,7 @@ pub struct RawMfa {
 impl Default for RawMfa {
     fn default() -> Self {
         RawMfa {
-            delivery: "log".into(),
+            delivery: DeliveryKind::Log,
             webhook_url: None,
             code_ttl_secs: 600,
             max_attempts: 5,
@@ -261,8 +281,7 @@ pub struct RawSmtp {
     pub host: String,
     pub port: u16,
     pub from: String,
-    /// "none" | "starttls" | "tls"
-    pub tls: String,
+    pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<String>,
     pub timeout_secs: u64,
@@ -274,7 +293,7 @@ impl Default for RawSmtp {
             host: "127.0.0.1".into(),
             port: 25,
             from: "no-reply@example.com".into(),
-            tls: "none".into(),
+            tls: SmtpTls::None,
             username: None,
             password: None,
             timeout_secs: 10,

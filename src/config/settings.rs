@@ -1,0 +1,221 @@
+//! The typed settings the gateway runs on, made by `validate` from the raw file; nothing else
+//! builds them.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::model::AccountType;
+
+pub use super::raw::UnderscoreHeaders;
+
+/// A secret shorter than this is refused: HS256 needs at least 256 bits of key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Retry buffering in Pingora holds at most 64 KiB, so a body that is read for a token and then
+/// forwarded cannot be larger than that.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub token: TokenSettings,
+    pub store: StoreSettings,
+    pub rate_limit: RateLimitSettings,
+    pub password: PasswordSettings,
+    pub register: RegisterSettings,
+    pub mfa: MfaSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+    /// Things an operator should hear about at start (and from `check-config`).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub access_log: bool,
+    /// One work-stealing runtime for all worker threads, or one single-threaded runtime per
+    /// worker thread (Pingora's "no steal" mode).
+    pub work_stealing: bool,
+    pub underscore_headers: UnderscoreHeaders,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// How long a request header may take to arrive once it is due.
+    pub header_timeout: Duration,
+    /// Open connections per client address (trusted proxies exempt); 0 = no limit.
+    pub max_connections_per_ip: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone)]
+pub struct TokenSettings {
+    pub secret: Vec<u8>,
+    /// True when no secret was configured and a random one was made for this process.
+    pub secret_generated: bool,
+    pub validity: Duration,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("secret", &"<redacted>")
+            .field("secret_generated", &self.secret_generated)
+            .field("validity", &self.validity)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    /// The memory store's users file, and what `authgate users import` loads into Redis.
+    pub users_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Memory,
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// One URL for a single server; several for the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for any Redis answer before the request gets 503.
+    pub timeout: Duration,
+    /// How long a session read from Redis may be reused locally; revocations still reach every
+    /// instance at once through pub/sub.
+    pub session_cache: Duration,
+    /// At start, add users from the users file that Redis does not have yet.
+    pub seed_users: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub auth_per_minute: NonZeroU32,
+    /// Failed sign-ins on one account, from any address, that lock it for the rest of the window.
+    pub account_failures: u32,
+    /// Failed sign-ins on one account from one address that lock that address out of it.
+    pub account_client_failures: u32,
+    pub account_window: Duration,
+}
+
+/// Passwords longer than this are refused, never truncated.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub max_concurrent_hashes: usize,
+    pub min_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterSettings {
+    pub enabled: bool,
+    pub trial: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub servers: Vec<String>,
+    pub health_check: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub prefix: String,
+    pub upstream: String,
+    pub auth: AuthMode,
+    pub account_types: Option<Vec<AccountType>>,
+    pub rate_limit_per_minute: Option<NonZeroU32>,
+    /// Let paths holding `%2F` or `%5C` through to this route, still encoded. Unsafe in front
+    /// of a backend that decodes them into separators.
+    pub allow_encoded_slashes: bool,
+    /// Only callers whose organization is on one of these subscription tiers may pass.
+    pub org_tiers: Option<Vec<String>>,
+    /// Only callers whose organization is one of these may pass.
+    pub org_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    pub delivery: Delivery,
+    pub code_ttl: Duration,
+    pub max_attempts: u32,
+    pub super_mandatory: bool,
+    /// Unix seconds from which super-mandatory MFA applies.
+    pub super_rollout: i64,
+    pub trusted_device: Duration,
+    pub device_cookie: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Smtp(SmtpSettings),
+    Webhook {
+        url: String,
+    },
+    /// Development only: the code is written to the log.
+    Log,
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
+}

@@ -1,0 +1,479 @@
+//! Raw TOML -> typed settings, one function per section. Every error names its key, so a bad
+//! file fails at start, not on first use.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::ConfigError;
+use super::raw::{self, BackendKind, DeliveryKind, RawConfig};
+use super::settings::*;
+
+pub(super) struct Validator<'a> {
+    pub(super) origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("`{value}` is not an address like 0.0.0.0:8080"),
+            )
+        })
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+    let v = Validator { origin };
+    let mut warnings = Vec::new();
+    let server = server(&v, &raw.server)?;
+    let admin = AdminSettings {
+        listen: v.addr("admin.listen", &raw.admin.listen)?,
+    };
+    if admin.listen == server.listen {
+        return Err(v.err("admin.listen", "must differ from server.listen"));
+    }
+    let token = token(&v, &raw.token, &mut warnings)?;
+    let store = store(&v, &raw.store)?;
+    let rate_limit = rate_limit(&v, &raw.rate_limit)?;
+    let password = password(&v, &raw.password)?;
+    let register = RegisterSettings {
+        enabled: raw.register.enabled,
+        trial: Duration::from_secs(u64::from(raw.register.trial_days) * 86_400),
+    };
+    let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
+    let upstreams = upstreams(&v, raw.upstreams)?;
+    let routes = routes(&v, raw.routes, &upstreams)?;
+    Ok(Config {
+        server,
+        admin,
+        token,
+        store,
+        rate_limit,
+        password,
+        register,
+        mfa,
+        upstreams,
+        routes,
+        warnings,
+    })
+}
+
+fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, ConfigError> {
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            parse_cidr(p).ok_or_else(|| {
+                v.err(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address or CIDR"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.threads == 0 {
+        return Err(v.err("server.threads", "must be at least 1"));
+    }
+    if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_LIMIT {
+        return Err(v.err(
+            "server.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_LIMIT}"),
+        ));
+    }
+    if s.keepalive_timeout_secs == 0 {
+        return Err(v.err("server.keepalive_timeout_secs", "must be at least 1"));
+    }
+    if s.header_timeout_secs == 0 {
+        return Err(v.err("server.header_timeout_secs", "must be at least 1"));
+    }
+    if s.upstream_connect_timeout_ms == 0 || s.upstream_read_timeout_ms == 0 {
+        return Err(v.err(
+            "server.upstream_connect_timeout_ms",
+            "timeouts must be positive",
+        ));
+    }
+    Ok(ServerSettings {
+        listen: v.addr("server.listen", &s.listen)?,
+        trusted_proxies,
+        threads: s.threads,
+        max_body_bytes: s.max_body_bytes,
+        grace_period: Duration::from_secs(s.grace_period_secs),
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+        upstream_connect_timeout: Duration::from_millis(s.upstream_connect_timeout_ms),
+        upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
+        access_log: s.access_log,
+        work_stealing: s.work_stealing,
+        underscore_headers: s.underscore_headers,
+        keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+        header_timeout: Duration::from_secs(s.header_timeout_secs),
+        max_connections_per_ip: s.max_connections_per_ip,
+    })
+}
+
+fn token(
+    v: &Validator<'_>,
+    t: &raw::RawToken,
+    warnings: &mut Vec<String>,
+) -> Result<TokenSettings, ConfigError> {
+    if t.validity_secs == 0 {
+        return Err(v.err(
+            "token.validity_secs",
+            "must be a positive number of seconds (also check JWT_VALIDITY_SEC)",
+        ));
+    }
+    let secret = match t.secret.clone() {
+        Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+            return Err(v.err(
+                "token.secret",
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_BYTES} are required (also check JWT_SECRET)",
+                    secret.len()
+                ),
+            ));
+        }
+        Some(secret) => secret.into_bytes(),
+        None => {
+            warnings.push(
+                "token.secret is not set: using a random secret, so tokens will not survive a restart and instances will not share them".into(),
+            );
+            // Made at start-up (`Config::generate_missing_secret`), not here.
+            Vec::new()
+        }
+    };
+    Ok(TokenSettings {
+        secret,
+        secret_generated: false,
+        validity: Duration::from_secs(t.validity_secs),
+    })
+}
+
+fn store(v: &Validator<'_>, s: &raw::RawStore) -> Result<StoreSettings, ConfigError> {
+    let users_file = PathBuf::from(&s.users_file);
+    if s.users_file.trim().is_empty() {
+        return Err(v.err("store.users_file", "must not be empty"));
+    }
+    let backend = match s.backend {
+        BackendKind::Memory => Backend::Memory,
+        BackendKind::Redis => Backend::Redis(redis_settings(v, s)?),
+    };
+    Ok(StoreSettings {
+        backend,
+        users_file,
+    })
+}
+
+fn rate_limit(v: &Validator<'_>, r: &raw::RawRateLimit) -> Result<RateLimitSettings, ConfigError> {
+    if r.account_failures == 0 {
+        return Err(v.err("rate_limit.account_failures", "must be at least 1"));
+    }
+    let account_client_failures = r.account_client_failures.unwrap_or(r.account_failures);
+    if account_client_failures == 0 || account_client_failures > r.account_failures {
+        return Err(v.err(
+            "rate_limit.account_client_failures",
+            "must be between 1 and rate_limit.account_failures",
+        ));
+    }
+    if r.account_window_secs == 0 {
+        return Err(v.err("rate_limit.account_window_secs", "must be at least 1"));
+    }
+    Ok(RateLimitSettings {
+        auth_per_minute: NonZeroU32::new(r.auth_per_minute)
+            .ok_or_else(|| v.err("rate_limit.auth_per_minute", "must be at least 1"))?,
+        account_failures: r.account_failures,
+        account_client_failures,
+        account_window: Duration::from_secs(r.account_window_secs),
+    })
+}
+
+fn password(v: &Validator<'_>, p: &raw::RawPassword) -> Result<PasswordSettings, ConfigError> {
+    Ok(PasswordSettings {
+        max_concurrent_hashes: match p.max_concurrent_hashes {
+            0 => return Err(v.err("password.max_concurrent_hashes", "must be at least 1")),
+            n => n,
+        },
+        min_length: match p.min_length {
+            n if (1..=MAX_PASSWORD_CHARS).contains(&n) => n,
+            _ => {
+                return Err(v.err(
+                    "password.min_length",
+                    format!("must be between 1 and {MAX_PASSWORD_CHARS}"),
+                ));
+            }
+        },
+    })
+}
+
+fn upstreams(
+    v: &Validator<'_>,
+    raw_upstreams: Vec<raw::RawUpstream>,
+) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw_upstreams.len());
+    for (i, u) in raw_upstreams.into_iter().enumerate() {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        if u.name.trim().is_empty() {
+            return Err(v.err(key("name"), "must not be empty"));
+        }
+        if upstreams.iter().any(|o| o.name == u.name) {
+            return Err(v.err(key("name"), format!("`{}` is defined twice", u.name)));
+        }
+        if u.servers.is_empty() {
+            return Err(v.err(key("servers"), "needs at least one host:port"));
+        }
+        for (j, s) in u.servers.iter().enumerate() {
+            if !looks_like_host_port(s) {
+                return Err(v.err(
+                    format!("upstreams[{i}].servers[{j}]"),
+                    format!("`{s}` is not host:port"),
+                ));
+            }
+        }
+        if u.health_check_secs == 0 {
+            return Err(v.err(key("health_check_secs"), "must be at least 1"));
+        }
+        upstreams.push(UpstreamSettings {
+            name: u.name,
+            servers: u.servers,
+            health_check: Duration::from_secs(u.health_check_secs),
+        });
+    }
+    Ok(upstreams)
+}
+
+fn routes(
+    v: &Validator<'_>,
+    raw_routes: Vec<raw::RawRoute>,
+    upstreams: &[UpstreamSettings],
+) -> Result<Vec<RouteSettings>, ConfigError> {
+    let mut routes: Vec<RouteSettings> = Vec::with_capacity(raw_routes.len());
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !r.prefix.starts_with('/') {
+            return Err(v.err(key("prefix"), format!("`{}` must start with /", r.prefix)));
+        }
+        // Requests are routed on their normalised path, so a prefix that is not normalised
+        // itself would never match.
+        match crate::path::normalize(&r.prefix) {
+            Ok(n) if n.path == r.prefix.as_str() && !n.encoded_separator => {}
+            Ok(n) => {
+                return Err(v.err(
+                    key("prefix"),
+                    format!(
+                        "`{}` is not a normalised path; write `{}`",
+                        r.prefix, n.path
+                    ),
+                ));
+            }
+            Err(e) => return Err(v.err(key("prefix"), format!("`{}`: {e}", r.prefix))),
+        }
+        if routes.iter().any(|o| o.prefix == r.prefix) {
+            return Err(v.err(key("prefix"), format!("`{}` is defined twice", r.prefix)));
+        }
+        if !upstreams.iter().any(|u| u.name == r.upstream) {
+            return Err(v.err(
+                key("upstream"),
+                format!("no upstream is named `{}`", r.upstream),
+            ));
+        }
+        let auth = r.auth;
+        let account_types = match r.account_types {
+            None => None,
+            Some(types) => {
+                if auth != AuthMode::Required {
+                    return Err(v.err(
+                        key("account_types"),
+                        "only applies to routes with auth = \"required\"",
+                    ));
+                }
+                if types.is_empty() {
+                    return Err(v.err(key("account_types"), "must list at least one account type"));
+                }
+                Some(types)
+            }
+        };
+        let org_list = |name: &str, list: Option<Vec<String>>| match list {
+            None => Ok(None),
+            Some(_) if auth != AuthMode::Required => {
+                Err(v.err(key(name), "only applies to routes with auth = \"required\""))
+            }
+            Some(l) if l.is_empty() || l.iter().any(|x| x.trim().is_empty()) => Err(v.err(
+                key(name),
+                "must list at least one value, none of them empty",
+            )),
+            Some(l) => Ok(Some(l)),
+        };
+        let org_tiers = org_list("org_tiers", r.org_tiers)?;
+        let org_ids = org_list("org_ids", r.org_ids)?;
+        let rate_limit_per_minute = match r.rate_limit_per_minute {
+            None => None,
+            Some(n) => Some(
+                NonZeroU32::new(n)
+                    .ok_or_else(|| v.err(key("rate_limit_per_minute"), "must be at least 1"))?,
+            ),
+        };
+        routes.push(RouteSettings {
+            prefix: r.prefix,
+            upstream: r.upstream,
+            auth,
+            account_types,
+            rate_limit_per_minute,
+            allow_encoded_slashes: r.allow_encoded_slashes,
+            org_tiers,
+            org_ids,
+        });
+    }
+    Ok(routes)
+}
+
+fn redis_settings(v: &Validator<'_>, s: &raw::RawStore) -> Result<RedisSettings, ConfigError> {
+    let urls = match s.redis_url.clone() {
+        Some(raw::RedisUrls::One(u)) => vec![u],
+        Some(raw::RedisUrls::Many(us)) => us,
+        None => Vec::new(),
+    };
+    if urls.is_empty() {
+        return Err(v.err(
+            "store.redis_url",
+            "is required when store.backend = \"redis\" (or set REDIS_URL)",
+        ));
+    }
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(v.err("store.redis_url", format!("`{url}` is not a redis:// URL")));
+        }
+    }
+    if s.redis_key_prefix.contains(['{', '}']) {
+        return Err(v.err(
+            "store.redis_key_prefix",
+            "must not contain { or } (they choose Redis Cluster slots)",
+        ));
+    }
+    if s.redis_timeout_ms == 0 {
+        return Err(v.err("store.redis_timeout_ms", "must be at least 1"));
+    }
+    Ok(RedisSettings {
+        urls,
+        key_prefix: s.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(s.redis_timeout_ms),
+        session_cache: Duration::from_secs(s.session_cache_secs),
+        seed_users: s.seed_users,
+    })
+}
+
+fn mfa_settings(
+    v: &Validator<'_>,
+    m: &raw::RawMfa,
+    warnings: &mut Vec<String>,
+) -> Result<MfaSettings, ConfigError> {
+    let delivery = match m.delivery {
+        DeliveryKind::Log => {
+            warnings.push(
+                "mfa.delivery = \"log\" writes verification codes to the log: for development only"
+                    .into(),
+            );
+            Delivery::Log
+        }
+        DeliveryKind::Webhook => {
+            let url = m.webhook_url.clone().ok_or_else(|| {
+                v.err(
+                    "mfa.webhook_url",
+                    "is required when mfa.delivery = \"webhook\"",
+                )
+            })?;
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<http::Uri>().is_err()
+            {
+                return Err(v.err("mfa.webhook_url", format!("`{url}` is not an http(s) URL")));
+            }
+            Delivery::Webhook { url }
+        }
+        DeliveryKind::Smtp => {
+            let s = &m.smtp;
+            if s.host.trim().is_empty() {
+                return Err(v.err("mfa.smtp.host", "must not be empty"));
+            }
+            if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(v.err(
+                    "mfa.smtp.from",
+                    format!("`{}` is not an email address", s.from),
+                ));
+            }
+            let tls = s.tls;
+            let credentials = match (&s.username, &s.password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                (None, None) => None,
+                _ => return Err(v.err("mfa.smtp.username", "username and password go together")),
+            };
+            Delivery::Smtp(SmtpSettings {
+                host: s.host.clone(),
+                port: s.port,
+                from: s.from.clone(),
+                tls,
+                credentials,
+                timeout: Duration::from_secs(s.timeout_secs.max(1)),
+            })
+        }
+    };
+    if m.code_ttl_secs == 0 {
+        return Err(v.err("mfa.code_ttl_secs", "must be at least 1"));
+    }
+    if m.max_attempts == 0 {
+        return Err(v.err("mfa.max_attempts", "must be at least 1"));
+    }
+    if m.trusted_device_days == 0 {
+        return Err(v.err("mfa.trusted_device_days", "must be at least 1"));
+    }
+    let rollout = chrono::DateTime::parse_from_rfc3339(&m.super_rollout_date).map_err(|_| {
+        v.err(
+            "mfa.super_rollout_date",
+            format!(
+                "`{}` is not an RFC 3339 time like 2026-01-01T00:00:00Z",
+                m.super_rollout_date
+            ),
+        )
+    })?;
+    if m.device_cookie.is_empty()
+        || !m
+            .device_cookie
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(v.err("mfa.device_cookie", "must be letters, digits, _ or -"));
+    }
+    Ok(MfaSettings {
+        delivery,
+        code_ttl: Duration::from_secs(m.code_ttl_secs),
+        max_attempts: m.max_attempts,
+        super_mandatory: m.super_mandatory,
+        super_rollout: rollout.timestamp(),
+        trusted_device: Duration::from_secs(u64::from(m.trusted_device_days) * 86_400),
+        device_cookie: m.device_cookie.clone(),
+    })
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn looks_like_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
