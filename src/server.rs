@@ -88,6 +88,10 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         "authgate connection deadlines",
         watchdog,
     ));
+    if let Some(listener) = stores.listener.clone() {
+        // Follows Redis's change announcements for as long as the server runs.
+        server.add_service(background_service("authgate redis listener", listener));
+    }
     server.run_forever()
 }
 
@@ -132,6 +136,7 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 sessions: Arc::new(MemorySessions::default()),
                 limits: None,
                 health: Arc::new(AlwaysReady),
+                listener: None,
             }
         }
         Backend::Redis(settings) => {
@@ -151,6 +156,7 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 }
             }
             Stores {
+                listener: Some(redis.listener(settings.urls.clone())),
                 users: Arc::new(redis.clone()),
                 sessions: Arc::new(redis.clone()),
                 limits: Some(Arc::new(redis.clone())),

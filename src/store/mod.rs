@@ -161,4 +161,6 @@ pub struct Stores {
     pub health: Arc<dyn StoreHealth>,
     /// The memory store, which can re-read its users file.
     pub users_file: Option<Arc<memory::MemoryUsers>>,
+    /// Redis's change listener, to run as a background service.
+    pub listener: Option<redis::Listener>,
 }

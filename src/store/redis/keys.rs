@@ -1,0 +1,51 @@
+//! Key names. `P` is `store.redis_key_prefix`; `{…}` is a Redis Cluster hash tag, so keys that
+//! one script touches share a slot.
+
+use std::net::IpAddr;
+
+pub(super) struct Keys {
+    pub(super) prefix: String,
+}
+
+impl Keys {
+    pub(super) fn user(&self, id: &str) -> String {
+        format!("{}{{users}}:user:{id}", self.prefix)
+    }
+    pub(super) fn email(&self, email: &str) -> String {
+        format!("{}{{users}}:email:{email}", self.prefix)
+    }
+    pub(super) fn org(&self, id: &str) -> String {
+        format!("{}{{users}}:org:{id}", self.prefix)
+    }
+    pub(super) fn session_prefix(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:s:", self.prefix)
+    }
+    pub(super) fn session(&self, user: &str, id: &str) -> String {
+        format!("{}{id}", self.session_prefix(user))
+    }
+    pub(super) fn user_sessions(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:sessions", self.prefix)
+    }
+    pub(super) fn device_prefix(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:dev:", self.prefix)
+    }
+    pub(super) fn devices(&self, user: &str) -> String {
+        format!("{}{{u:{user}}}:devices", self.prefix)
+    }
+    pub(super) fn challenge(&self, id: &str) -> String {
+        format!("{}mfa:{{{id}}}", self.prefix)
+    }
+    pub(super) fn limit(&self, key: &str) -> String {
+        format!("{}rl:{key}", self.prefix)
+    }
+    pub(super) fn failures(&self, account: &str, client: IpAddr) -> [String; 2] {
+        let account_key = format!("{}af:{{{account}}}", self.prefix);
+        [format!("{account_key}:{client}"), account_key]
+    }
+    pub(super) fn secret(&self) -> String {
+        format!("{}secret", self.prefix)
+    }
+    pub(super) fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+}

@@ -1,0 +1,125 @@
+//! The change listener: follows the events channel so this instance's cache drops what other
+//! instances changed, and notices when Redis stops answering. It runs as a Pingora background
+//! service, so it starts and stops with the server.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::cache::Event;
+use super::{RedisStore, unavailable};
+use crate::store::StoreError;
+
+/// `RedisStore::listener`: the background service that keeps the cache honest.
+#[derive(Clone)]
+pub struct Listener {
+    store: RedisStore,
+    urls: Vec<String>,
+}
+
+#[async_trait]
+impl BackgroundService for Listener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.store.clone().listen(self.urls.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+impl RedisStore {
+    /// The change listener for this store, to run as a background service. Until it runs, the
+    /// cache is not used.
+    pub fn listener(&self, urls: Vec<String>) -> Listener {
+        Listener {
+            store: self.clone(),
+            urls,
+        }
+    }
+
+    /// Follow the events channel until shutdown. The cache is trusted only while the
+    /// subscription is up and Redis answers pings; otherwise it is empty and every request asks
+    /// Redis (and gets 503 while Redis is down).
+    async fn listen(self, urls: Vec<String>) {
+        let channel = self.inner.keys.channel();
+        loop {
+            if let Some(mut pubsub) = self.subscribe(&urls, &channel).await {
+                self.inner.cache.reset(true);
+                self.set_down(false);
+                tracing::info!("redis change listener subscribed");
+                let mut ping = tokio::time::interval(Duration::from_secs(1));
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => {
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                self.inner.cache.apply(Event::decode(&payload));
+                            }
+                            None => break,
+                        },
+                        _ = ping.tick() => {
+                            if let Err(e) = self.ping_now().await {
+                                tracing::warn!("redis ping failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::warn!("redis change listener lost its subscription");
+            }
+            self.inner.cache.reset(false);
+            self.set_down(true);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn subscribe(&self, urls: &[String], channel: &str) -> Option<redis::aio::PubSub> {
+        // In a cluster, PUBLISH reaches every node, so any one node will do.
+        for url in urls {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                continue;
+            };
+            let attempt = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            if let Ok(Ok(pubsub)) = tokio::time::timeout(self.inner.timeout * 2, attempt).await {
+                return Some(pubsub);
+            }
+        }
+        None
+    }
+
+    pub(super) fn set_down(&self, down: bool) {
+        let was = self
+            .inner
+            .down
+            .swap(down, std::sync::atomic::Ordering::AcqRel);
+        if was != down {
+            if down {
+                tracing::warn!("redis is not answering; requests that need it get 503");
+            } else {
+                tracing::info!("redis is answering");
+            }
+        }
+    }
+
+    /// PING through the shared connection, even while Redis is marked down.
+    pub(super) async fn ping_now(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        match tokio::time::timeout(
+            self.inner.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        {
+            Ok(reply) => reply.map(drop).map_err(unavailable),
+            Err(_) => Err(unavailable("timed out")),
+        }
+    }
+}
