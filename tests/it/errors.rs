@@ -1,9 +1,7 @@
 //! Broken requests get a clear JSON error with the right status: never a 500, never a crash,
 //! never a forwarded request.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 async fn raw_post(gw: &Gateway, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
     read(

@@ -1,9 +1,7 @@
 //! A public prefix never opens a protected one: routes are matched on the normalised path, the
 //! upstream receives that same path, and what cannot be normalised safely is refused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
     [[routes]]\nprefix = \"/public\"\nupstream = \"app\"\nauth = \"none\"\n\

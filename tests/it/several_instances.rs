@@ -2,11 +2,9 @@
 //! is known on all, a signout anywhere ends the session everywhere, the credential limit holds
 //! across instances, and a Redis outage is answered with 503 until Redis is back.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn redis_opts(url_toml: &str, extra: &str) -> Options {

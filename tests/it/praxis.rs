@@ -1,11 +1,9 @@
 //! Praxis Legal clients (seed 003) register a firm, log in, read their account and change their
 //! password, from the same user store as the Pria clients.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const NEW_EMAIL: &str = "jane@example.com";

@@ -1,9 +1,7 @@
 //! A client hammering the credential endpoints is slowed to 10 a minute per IP, and cannot
 //! dodge the limit by inventing X-Forwarded-For headers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// A failed signin, each for an email of its own, so that only the per-address limit applies

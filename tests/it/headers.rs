@@ -2,9 +2,7 @@
 //! any spelling, underscores included, are the gateway's, and so are the client-address
 //! headers unless a trusted proxy sent them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
     [[routes]]\nprefix = \"/open\"\nupstream = \"app\"\nauth = \"none\"\n\

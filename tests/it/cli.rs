@@ -1,11 +1,9 @@
 //! Operators validate configuration before deploying it and make password hashes for users.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 fn check(config: &str, users: Option<&str>) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,6 @@
 //! A signed-in user keeps a session alive with refresh and ends it with signout.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn refresh(gw: &Gateway, token: &str) -> Answer {

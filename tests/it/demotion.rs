@@ -2,11 +2,9 @@
 //! changes its email, existing tokens are routed and forwarded as the account is now, on every
 //! instance. The token's claims are only a hint.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
     [[routes]]\nprefix = \"/admin\"\nupstream = \"app\"\naccount_types = [\"admin\"]\n";

@@ -1,8 +1,6 @@
 //! One contract per store trait, run against the memory store and against Redis: whatever the
 //! backend, sessions, challenges, trusted devices, users and limits behave the same.
 
-mod common;
-
 use std::time::Duration;
 
 use authgate::config::RedisSettings;
@@ -13,7 +11,7 @@ use authgate::store::users_file::UsersFile;
 use authgate::store::{
     Attempt, ChallengeStore, DeviceStore, LimitStore, SessionStore, StoreError, UserStore,
 };
-use common::{RedisServer, now};
+use crate::common::{RedisServer, now};
 
 /// A Redis store on a fresh `redis-server`; the server lives as long as the returned guard.
 async fn redis() -> (RedisServer, RedisStore) {

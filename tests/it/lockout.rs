@@ -2,9 +2,7 @@
 //! account (for unknown emails too, so the limit reveals nothing), the account is locked for the
 //! rest of the window from every address, and the owner's trusted device still gets in.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Trusted proxy on loopback, so each request can come "from" an address of its own, and a

@@ -1,11 +1,9 @@
 //! A user with email MFA signs in: the gateway mails a code, the user proves it once, and the
 //! device is trusted from then on. Super accounts are enrolled when the mandatory rollout fires.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SUPER_EMAIL: &str = "root@mydomain.com";

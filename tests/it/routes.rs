@@ -1,8 +1,6 @@
 //! Operators map path prefixes to upstreams and choose who may use each route.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
     [[routes]]\nprefix = \"/admin\"\nupstream = \"app\"\naccount_types = [\"admin\", \"super\"]\n\

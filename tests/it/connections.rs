@@ -2,11 +2,9 @@
 //! address cannot open more than its share, and a client that sends its whole body before
 //! reading still gets the gateway's JSON answer.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

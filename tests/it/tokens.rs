@@ -1,9 +1,7 @@
 //! A signed-in client calls a backend through the gateway, carrying its token in any of the four
 //! places, and the backend learns who it is; bad tokens never reach the backend.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {

@@ -1,10 +1,8 @@
 //! A user signs in with email and password and gets a token tied to a server-side session.
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

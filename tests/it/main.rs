@@ -1,0 +1,22 @@
+//! The integration tests, as one binary: each module is a user story against the real
+//! `authgate` binary, a recording upstream and, where it matters, a real `redis-server`, all on
+//! free loopback ports. `common` starts them.
+
+mod common;
+
+mod cli;
+mod connections;
+mod demotion;
+mod errors;
+mod headers;
+mod lockout;
+mod mfa;
+mod paths;
+mod praxis;
+mod rate_limit;
+mod routes;
+mod sessions;
+mod several_instances;
+mod signin;
+mod store_contract;
+mod tokens;
