@@ -4,25 +4,51 @@
 //! bumps `generation`, and a value read from Redis is kept only if no change arrived while it
 //! was being read. A revocation therefore reaches every instance as fast as pub/sub delivers it,
 //! and a lost subscription empties the cache instead of serving stale sessions.
+//!
+//! Each kind is a TinyUFO cache of bounded size that evicts one entry at a time. "Everything
+//! changed" and "all of a user's sessions revoked" are epochs that entries must match, so they
+//! take effect at once without walking the caches.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use tinyufo::TinyUfo;
 
 use crate::model::{Org, Session, User};
 
-/// Upper bound on cached entries per kind; past it the kind is emptied.
+/// How many entries of each kind are kept. Past it, TinyUFO lets the least used go one at a
+/// time; nothing is ever cleared wholesale because it is full.
 const MAX_ENTRIES: usize = 200_000;
+
+/// A cached value, with what it must still match to be used: its key (the cache is keyed by a
+/// 64-bit hash), the epoch it was read in, and for a session its user's revocation epoch.
+#[derive(Clone)]
+struct Entry<T> {
+    key: Arc<str>,
+    value: T,
+    at: Instant,
+    epoch: u64,
+    user_epoch: u64,
+}
 
 pub struct Cache {
     usable: AtomicBool,
     generation: AtomicU64,
+    /// Moves on when everything changed (an import, a lost subscription): every older entry is
+    /// dead at once, without walking the caches.
+    epoch: AtomicU64,
+    /// Per user, moves on when all their sessions were revoked. Only users who had such a
+    /// revocation since the last epoch have one, so it stays small; it is never evicted, since
+    /// forgetting one would bring revoked sessions back.
+    user_epochs: DashMap<String, u64>,
     ttl: Duration,
-    sessions: DashMap<String, (Session, Instant)>,
-    users: DashMap<String, (Arc<User>, Instant)>,
-    orgs: DashMap<String, (Arc<Org>, Instant)>,
+    hasher: foldhash::fast::RandomState,
+    sessions: TinyUfo<u64, Entry<Session>>,
+    users: TinyUfo<u64, Entry<Arc<User>>>,
+    orgs: TinyUfo<u64, Entry<Arc<Org>>>,
 }
 
 /// A change announced on the events channel.
@@ -63,10 +89,13 @@ impl Cache {
         Cache {
             usable: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            user_epochs: DashMap::new(),
             ttl,
-            sessions: DashMap::new(),
-            users: DashMap::new(),
-            orgs: DashMap::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            sessions: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
+            users: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
+            orgs: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
         }
     }
 
@@ -79,75 +108,107 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
+    fn key(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn user_epoch(&self, user: &str) -> u64 {
+        self.user_epochs.get(user).map_or(0, |e| *e)
+    }
+
+    /// The entry for `id`, if it is the right one and still current.
+    fn get<T: Clone + Send + Sync + 'static>(
+        &self,
+        map: &TinyUfo<u64, Entry<T>>,
+        id: &str,
+    ) -> Option<Entry<T>> {
+        if !self.on() {
+            return None;
+        }
+        let entry = map.get(&self.key(id))?;
+        (&*entry.key == id
+            && entry.epoch == self.epoch.load(Ordering::Acquire)
+            && entry.at.elapsed() < self.ttl)
+            .then_some(entry)
+    }
+
+    fn put<T: Clone + Send + Sync + 'static>(
+        &self,
+        map: &TinyUfo<u64, Entry<T>>,
+        generation: u64,
+        id: &str,
+        value: T,
+        user_epoch: u64,
+    ) {
+        if !self.on() || generation != self.generation() {
+            return;
+        }
+        let entry = Entry {
+            key: id.into(),
+            value,
+            at: Instant::now(),
+            epoch: self.epoch.load(Ordering::Acquire),
+            user_epoch,
+        };
+        let key = self.key(id);
+        map.put(key, entry, 1);
+        // A change that raced with the insert wins: drop what may be stale.
+        if generation != self.generation() {
+            map.remove(&key);
+        }
+    }
+
     pub fn has_session(&self, user_id: &str, id: &str, now: i64) -> bool {
-        self.on()
-            && self.sessions.get(id).is_some_and(|entry| {
-                let (s, at) = entry.value();
-                s.user_id == user_id && s.is_live(now) && at.elapsed() < self.ttl
-            })
+        self.get(&self.sessions, id).is_some_and(|e| {
+            e.value.user_id == user_id
+                && e.value.is_live(now)
+                && e.user_epoch == self.user_epoch(user_id)
+        })
     }
 
     pub fn put_session(&self, generation: u64, session: Session) {
+        let user_epoch = self.user_epoch(&session.user_id);
         let id = session.id.clone();
-        self.put(&self.sessions, generation, id, session);
+        self.put(&self.sessions, generation, &id, session, user_epoch);
     }
 
     pub fn forget_session(&self, id: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.sessions.remove(id);
+        self.sessions.remove(&self.key(id));
     }
 
     pub fn user(&self, id: &str) -> Option<Arc<User>> {
-        self.get(&self.users, id)
+        self.get(&self.users, id).map(|e| e.value)
     }
 
     pub fn put_user(&self, generation: u64, user: Arc<User>) {
-        self.put(&self.users, generation, user.id.clone(), user);
+        let id = user.id.clone();
+        self.put(&self.users, generation, &id, user, 0);
     }
 
     pub fn org(&self, id: &str) -> Option<Arc<Org>> {
-        self.get(&self.orgs, id)
+        self.get(&self.orgs, id).map(|e| e.value)
     }
 
     pub fn put_org(&self, generation: u64, org: Arc<Org>) {
-        self.put(&self.orgs, generation, org.id.clone(), org);
-    }
-
-    fn get<T: Clone>(&self, map: &DashMap<String, (T, Instant)>, id: &str) -> Option<T> {
-        if !self.on() {
-            return None;
-        }
-        let entry = map.get(id)?;
-        let (value, at) = entry.value();
-        (at.elapsed() < self.ttl).then(|| value.clone())
-    }
-
-    fn put<T>(&self, map: &DashMap<String, (T, Instant)>, generation: u64, id: String, value: T) {
-        if !self.on() || generation != self.generation() {
-            return;
-        }
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(id.clone(), (value, Instant::now()));
-        // A change that raced with the insert wins: drop what may be stale.
-        if generation != self.generation() {
-            map.remove(&id);
-        }
+        let id = org.id.clone();
+        self.put(&self.orgs, generation, &id, org, 0);
     }
 
     pub fn apply(&self, event: Event<'_>) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         match event {
             Event::SessionRevoked(id) => {
-                self.sessions.remove(id);
+                self.sessions.remove(&self.key(id));
             }
-            Event::UserSessionsRevoked(user) => self.sessions.retain(|_, (s, _)| s.user_id != user),
+            Event::UserSessionsRevoked(user) => {
+                *self.user_epochs.entry(user.to_owned()).or_insert(0) += 1;
+            }
             Event::UserChanged(user) => {
-                self.users.remove(user);
+                self.users.remove(&self.key(user));
             }
             Event::OrgChanged(org) => {
-                self.orgs.remove(org);
+                self.orgs.remove(&self.key(org));
             }
             Event::Everything => self.clear(),
         }
@@ -156,14 +217,15 @@ impl Cache {
     /// Start (or stop) trusting the cache, always from empty.
     pub fn reset(&self, usable: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.usable.store(usable, Ordering::Release);
         self.clear();
+        self.usable.store(usable, Ordering::Release);
     }
 
+    /// Every entry dies at once by moving the epoch on; the per-user epochs, all older than
+    /// it, go too.
     fn clear(&self) {
-        self.sessions.clear();
-        self.users.clear();
-        self.orgs.clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.user_epochs.clear();
     }
 }
 
@@ -215,6 +277,47 @@ mod tests {
         assert!(c.has_session("u", "b", 0));
         c.apply(Event::decode("us u"));
         assert!(!c.has_session("u", "b", 0));
+    }
+
+    #[test]
+    fn a_full_cache_lets_some_go_not_all() {
+        let c = Cache::new(Duration::from_secs(30));
+        c.reset(true);
+        let n = MAX_ENTRIES + 1000;
+        for i in 0..n {
+            c.put_session(c.generation(), session(&format!("s{i}")));
+        }
+        let kept = (0..n)
+            .filter(|i| c.has_session("u", &format!("s{i}"), 0))
+            .count();
+        assert!(kept > MAX_ENTRIES / 2 && kept <= MAX_ENTRIES, "{kept}");
+    }
+
+    #[test]
+    fn everything_changed_drops_every_entry_at_once() {
+        let c = Cache::new(Duration::from_secs(30));
+        c.reset(true);
+        c.put_session(c.generation(), session("a"));
+        c.put_user(
+            c.generation(),
+            Arc::new(User {
+                id: "u".into(),
+                email: "a@b.c".into(),
+                password_hash: String::new(),
+                first_name: String::new(),
+                last_name: String::new(),
+                account_type: crate::model::AccountType::User,
+                customer_id: String::new(),
+                org: "o".into(),
+                status: crate::model::Status::Active,
+                mfa_enabled: false,
+                profile: Default::default(),
+            }),
+        );
+        assert!(c.user("u").is_some());
+        c.apply(Event::Everything);
+        assert!(!c.has_session("u", "a", 0));
+        assert!(c.user("u").is_none());
     }
 
     #[test]
