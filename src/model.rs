@@ -111,6 +111,12 @@ impl Session {
     pub fn is_live(&self, now: i64) -> bool {
         now < self.expires_at
     }
+
+    /// The one rule every store and cache applies: a session serves a token only for its own
+    /// user, and only until it expires.
+    pub fn serves(&self, user_id: &str, now: i64) -> bool {
+        self.user_id == user_id && self.is_live(now)
+    }
 }
 
 /// The two client families served from one user store.

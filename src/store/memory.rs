@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use super::users_file::{UsersFile, UsersFileError};
 use super::{
     Attempt, ChallengeStore, DeviceStore, SessionStore, StoreError, StoreHealth, UserStore,
+    judge_attempt,
 };
 use crate::model::{Challenge, Org, Session, User};
 
@@ -217,7 +218,7 @@ impl SessionStore for MemorySessions {
         Ok(self
             .sessions
             .get(id)
-            .is_some_and(|s| s.is_live(now) && s.user_id == user_id))
+            .is_some_and(|s| s.serves(user_id, now)))
     }
 
     async fn extend(
@@ -228,7 +229,7 @@ impl SessionStore for MemorySessions {
         now: i64,
     ) -> Result<bool, StoreError> {
         Ok(match self.sessions.get_mut(id) {
-            Some(mut s) if s.is_live(now) && s.user_id == user_id => {
+            Some(mut s) if s.serves(user_id, now) => {
                 s.expires_at = expires_at;
                 true
             }
@@ -288,25 +289,13 @@ impl ChallengeStore for MemoryMfa {
         now: i64,
     ) -> Result<Attempt, StoreError> {
         // The entry's lock makes compare-and-count one step.
-        let outcome = match self.challenges.get_mut(id) {
+        let (outcome, gone) = match self.challenges.get_mut(id) {
             None => return Ok(Attempt::Unknown),
-            Some(mut c) => {
-                if c.expires_at <= now {
-                    Attempt::Unknown
-                } else if c.attempts >= max_attempts {
-                    return Ok(Attempt::Exhausted);
-                } else if !crate::mfa::same_hash(&c.code_hash, code_hash) {
-                    c.attempts += 1;
-                    return Ok(Attempt::Wrong {
-                        remaining: max_attempts - c.attempts,
-                    });
-                } else {
-                    Attempt::Passed(c.clone())
-                }
-            }
+            Some(mut c) => judge_attempt(&mut c, code_hash, max_attempts, now),
         };
-        // Expired or passed: either way it is gone.
-        self.challenges.remove(id);
+        if gone {
+            self.challenges.remove(id);
+        }
         Ok(outcome)
     }
 

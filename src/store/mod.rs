@@ -91,6 +91,30 @@ pub enum Attempt {
     Passed(Challenge),
 }
 
+/// The rule for one guess, which every backend applies (Redis in `scripts/attempt.lua`, in
+/// one atomic step): an expired challenge is unknown; once `max_attempts` wrong codes were
+/// counted it is dead even for the right code; a wrong code is counted; the right code passes
+/// and uses the challenge up. Returns the outcome and whether the challenge is now gone.
+pub fn judge_attempt(
+    challenge: &mut Challenge,
+    code_hash: &str,
+    max_attempts: u32,
+    now: i64,
+) -> (Attempt, bool) {
+    if challenge.expires_at <= now {
+        return (Attempt::Unknown, true);
+    }
+    if challenge.attempts >= max_attempts {
+        return (Attempt::Exhausted, false);
+    }
+    if !crate::mfa::same_hash(&challenge.code_hash, code_hash) {
+        challenge.attempts += 1;
+        let remaining = max_attempts - challenge.attempts;
+        return (Attempt::Wrong { remaining }, false);
+    }
+    (Attempt::Passed(challenge.clone()), true)
+}
+
 /// Email MFA challenges.
 #[async_trait]
 pub trait ChallengeStore: Send + Sync {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::common::{RedisServer, now};
 use authgate::config::RedisSettings;
 use authgate::model::{AccountType, Challenge, Family, Org, Session, Status, User};
 use authgate::store::memory::{MemoryMfa, MemorySessions, MemoryUsers};
@@ -11,7 +12,6 @@ use authgate::store::users_file::UsersFile;
 use authgate::store::{
     Attempt, ChallengeStore, DeviceStore, LimitStore, SessionStore, StoreError, UserStore,
 };
-use crate::common::{RedisServer, now};
 
 /// A Redis store on a fresh `redis-server`; the server lives as long as the returned guard.
 async fn redis() -> (RedisServer, RedisStore) {

@@ -160,9 +160,7 @@ impl Cache {
 
     pub fn has_session(&self, user_id: &str, id: &str, now: i64) -> bool {
         self.get(&self.sessions, id).is_some_and(|e| {
-            e.value.user_id == user_id
-                && e.value.is_live(now)
-                && e.user_epoch == self.user_epoch(user_id)
+            e.value.serves(user_id, now) && e.user_epoch == self.user_epoch(user_id)
         })
     }
 

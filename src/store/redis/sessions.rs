@@ -32,7 +32,7 @@ impl SessionStore for RedisStore {
         let session = self
             .get_json::<Session>(self.inner.keys.session(user_id, id))
             .await?
-            .filter(|s| s.is_live(now) && s.user_id == user_id);
+            .filter(|s| s.serves(user_id, now));
         let live = session.is_some();
         if let Some(session) = session {
             cache.put_session(generation, session);

@@ -1,3 +1,4 @@
+-- The rule is `store::judge_attempt`; this is it in one atomic step (expiry is the key's own).
 -- One guess at an MFA code: compare, and count a wrong one, atomically; the right code
 -- deletes the challenge. Returns {0} unknown, {2} exhausted, {3, remaining} wrong, {1, record}.
 local v = redis.call('GET', KEYS[1])
