@@ -21,6 +21,7 @@ use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
+use crate::store::cache::{Cache, Cached};
 use crate::store::memory::{AlwaysReady, MemoryMfa, MemorySessions, MemoryUsers};
 use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
@@ -155,10 +156,14 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                     ),
                 }
             }
+            // Users, organizations and sessions are read through this instance's cache, which
+            // the listener keeps in step with every other instance's changes.
+            let cache = Arc::new(Cache::new(settings.session_cache));
+            let cached = Arc::new(Cached::new(redis.clone(), Arc::clone(&cache)));
             Stores {
-                listener: Some(redis.listener(settings.urls.clone())),
-                users: Arc::new(redis.clone()),
-                sessions: Arc::new(redis.clone()),
+                listener: Some(redis.listener(settings.urls.clone(), cache)),
+                users: Arc::clone(&cached) as Arc<dyn crate::store::UserStore>,
+                sessions: cached,
                 limits: Some(Arc::new(redis.clone())),
                 users_file: None,
                 challenges: Arc::new(redis.clone()),

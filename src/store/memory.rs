@@ -148,12 +148,17 @@ impl MemoryUsers {
 #[async_trait]
 impl UserStore for MemoryUsers {
     async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        // One snapshot for both lookups.
         let dir = self.snapshot();
         Ok(dir
             .ids_by_email
             .get(email)
             .and_then(|id| dir.users_by_id.get(id))
             .cloned())
+    }
+
+    async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.snapshot().ids_by_email.get(email).cloned())
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
@@ -215,10 +220,19 @@ impl SessionStore for MemorySessions {
     }
 
     async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        // Without cloning the record: this runs on every authenticated request.
         Ok(self
             .sessions
             .get(id)
             .is_some_and(|s| s.serves(user_id, now)))
+    }
+
+    async fn session(&self, user_id: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .sessions
+            .get(id)
+            .filter(|s| s.user_id == user_id)
+            .map(|s| s.clone()))
     }
 
     async fn extend(

@@ -1,6 +1,7 @@
 //! Storage seams: users and organizations, sessions, rate-limit counters. Memory first; Redis
 //! shares all of them between gateway instances.
 
+pub mod cache;
 pub mod memory;
 pub mod redis;
 pub mod users_file;
@@ -44,7 +45,14 @@ impl StoreError {
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Look up by email; the caller passes it already normalized.
-    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        match self.user_id_by_email(email).await? {
+            Some(id) => self.user_by_id(&id).await,
+            None => Ok(None),
+        }
+    }
+    /// The id of the user with this (normalized) email.
+    async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError>;
     /// Add a user and their new organization; `EmailTaken` when it is. Durable
@@ -60,7 +68,14 @@ pub trait UserStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     async fn create(&self, session: Session) -> Result<(), StoreError>;
     /// Whether the session exists, belongs to `user_id` and is live at `now`.
-    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError>;
+    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .session(user_id, id)
+            .await?
+            .is_some_and(|s| s.serves(user_id, now)))
+    }
+    /// The session record, whatever its state.
+    async fn session(&self, user_id: &str, id: &str) -> Result<Option<Session>, StoreError>;
     /// Move a live session's expiry; false when the session is already dead.
     async fn extend(
         &self,

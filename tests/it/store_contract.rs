@@ -1,11 +1,13 @@
 //! One contract per store trait, run against the memory store and against Redis: whatever the
 //! backend, sessions, challenges, trusted devices, users and limits behave the same.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{RedisServer, now};
 use authgate::config::RedisSettings;
 use authgate::model::{AccountType, Challenge, Family, Org, Session, Status, User};
+use authgate::store::cache::{Cache, Cached};
 use authgate::store::memory::{MemoryMfa, MemorySessions, MemoryUsers};
 use authgate::store::redis::RedisStore;
 use authgate::store::users_file::UsersFile;
@@ -300,4 +302,28 @@ async fn redis_users() {
 async fn redis_limits() {
     let (_server, store) = redis().await;
     limits_contract(&store).await;
+}
+
+/// The read cache in use (as when the change listener is subscribed), in front of a store.
+fn cached<S>(store: S) -> Cached<S> {
+    let cache = Arc::new(Cache::new(Duration::from_secs(30)));
+    cache.reset(true);
+    Cached::new(store, cache)
+}
+
+#[tokio::test]
+async fn cached_redis_sessions() {
+    let (_server, store) = redis().await;
+    sessions_contract(&cached(store)).await;
+}
+
+#[tokio::test]
+async fn cached_redis_users() {
+    let (_server, store) = redis().await;
+    users_contract(&cached(store)).await;
+}
+
+#[tokio::test]
+async fn cached_memory_sessions() {
+    sessions_contract(&cached(MemorySessions::default())).await;
 }

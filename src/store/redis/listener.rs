@@ -9,45 +9,49 @@ use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::cache::Event;
+use std::sync::Arc;
+
 use super::{RedisStore, unavailable};
 use crate::store::StoreError;
+use crate::store::cache::{Cache, Event};
 
 /// `RedisStore::listener`: the background service that keeps the cache honest.
 #[derive(Clone)]
 pub struct Listener {
     store: RedisStore,
     urls: Vec<String>,
+    cache: Arc<Cache>,
 }
 
 #[async_trait]
 impl BackgroundService for Listener {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
-            () = self.store.clone().listen(self.urls.clone()) => {}
+            () = self.store.clone().listen(self.urls.clone(), &self.cache) => {}
             _ = shutdown.changed() => {}
         }
     }
 }
 
 impl RedisStore {
-    /// The change listener for this store, to run as a background service. Until it runs, the
-    /// cache is not used.
-    pub fn listener(&self, urls: Vec<String>) -> Listener {
+    /// The change listener for this store and the cache in front of it, to run as a
+    /// background service. Until it runs, the cache is not used.
+    pub fn listener(&self, urls: Vec<String>, cache: Arc<Cache>) -> Listener {
         Listener {
             store: self.clone(),
             urls,
+            cache,
         }
     }
 
     /// Follow the events channel until shutdown. The cache is trusted only while the
     /// subscription is up and Redis answers pings; otherwise it is empty and every request asks
     /// Redis (and gets 503 while Redis is down).
-    async fn listen(self, urls: Vec<String>) {
+    async fn listen(self, urls: Vec<String>, cache: &Cache) {
         let channel = self.inner.keys.channel();
         loop {
             if let Some(mut pubsub) = self.subscribe(&urls, &channel).await {
-                self.inner.cache.reset(true);
+                cache.reset(true);
                 self.set_down(false);
                 tracing::info!("redis change listener subscribed");
                 let mut ping = tokio::time::interval(Duration::from_secs(1));
@@ -57,7 +61,7 @@ impl RedisStore {
                         msg = messages.next() => match msg {
                             Some(msg) => {
                                 let payload: String = msg.get_payload().unwrap_or_default();
-                                self.inner.cache.apply(Event::decode(&payload));
+                                cache.apply(Event::decode(&payload));
                             }
                             None => break,
                         },
@@ -71,7 +75,7 @@ impl RedisStore {
                 }
                 tracing::warn!("redis change listener lost its subscription");
             }
-            self.inner.cache.reset(false);
+            cache.reset(false);
             self.set_down(true);
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -2,8 +2,7 @@
 //! instance, on a single server or a Redis Cluster.
 //!
 //! Split by job: `conn` (connections), `keys` (key names), `scripts` (the Lua scripts),
-//! `listener` (the change listener, a background service), `cache` (the local read cache),
-//! `seed` (import and seeding), and one file per store trait.
+//! `listener` (the change listener, a background service), `seed` (import and seeding), and one file per store trait.
 //!
 //! Key layout (`P` is `store.redis_key_prefix`; `{…}` is a Redis Cluster hash tag, so keys that
 //! one script touches share a slot):
@@ -24,7 +23,6 @@
 //!
 //! Changes are announced on the channel `Pevents`, so that every instance's cache drops what
 //! changed at once (see `cache`).
-mod cache;
 mod conn;
 mod keys;
 mod limits;
@@ -42,12 +40,12 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use self::cache::{Cache, Event};
 use self::conn::{Conn, reports_cluster, runtime};
 use self::keys::Keys;
 use self::scripts::Scripts;
 use super::{StoreError, StoreHealth};
 use crate::config::RedisSettings;
+use crate::store::cache::Event;
 
 pub use listener::Listener;
 
@@ -58,7 +56,6 @@ struct Inner {
     conn: Conn,
     keys: Keys,
     timeout: Duration,
-    cache: Cache,
     scripts: Scripts,
     cluster: bool,
 }
@@ -117,7 +114,6 @@ impl RedisStore {
                     prefix: settings.key_prefix.clone(),
                 },
                 timeout,
-                cache: Cache::new(settings.session_cache),
                 scripts: Scripts::new(),
                 cluster,
             }),

@@ -3,10 +3,10 @@
 
 use redis::AsyncCommands;
 
-use super::cache::Event;
 use super::{RedisStore, to_json, unavailable};
 use crate::model::User;
 use crate::store::StoreError;
+use crate::store::cache::Event;
 use crate::store::users_file::UsersFile;
 
 impl RedisStore {

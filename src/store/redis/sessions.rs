@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::cache::Event;
 use super::{RedisStore, to_json};
 use crate::model::Session;
+use crate::store::cache::Event;
 use crate::store::{SessionStore, StoreError};
 
 #[async_trait]
@@ -23,21 +23,9 @@ impl SessionStore for RedisStore {
             .map(drop)
     }
 
-    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
-        let cache = &self.inner.cache;
-        if cache.has_session(user_id, id, now) {
-            return Ok(true);
-        }
-        let generation = cache.generation();
-        let session = self
-            .get_json::<Session>(self.inner.keys.session(user_id, id))
-            .await?
-            .filter(|s| s.serves(user_id, now));
-        let live = session.is_some();
-        if let Some(session) = session {
-            cache.put_session(generation, session);
-        }
-        Ok(live)
+    async fn session(&self, user_id: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        self.get_json::<Session>(self.inner.keys.session(user_id, id))
+            .await
     }
 
     async fn extend(
@@ -54,8 +42,6 @@ impl SessionStore for RedisStore {
             .key(keys.user_sessions(user_id))
             .arg(expires_at);
         let extended: i64 = self.run(call.invoke_async(&mut conn)).await?;
-        // The cached copy still carries the old expiry; the next read fetches the new one.
-        self.inner.cache.forget_session(id);
         Ok(extended == 1)
     }
 
@@ -67,7 +53,6 @@ impl SessionStore for RedisStore {
             .key(keys.user_sessions(user_id))
             .arg(id);
         let removed: i64 = self.run(call.invoke_async(&mut conn)).await?;
-        self.inner.cache.forget_session(id);
         self.publish(Event::SessionRevoked(id)).await?;
         Ok(removed > 0)
     }
@@ -80,7 +65,6 @@ impl SessionStore for RedisStore {
             .arg(keys.session_prefix(user_id))
             .arg(keep.unwrap_or(""));
         let removed: i64 = self.run(call.invoke_async(&mut conn)).await?;
-        self.inner.cache.apply(Event::UserSessionsRevoked(user_id));
         self.publish(Event::UserSessionsRevoked(user_id)).await?;
         Ok(usize::try_from(removed).unwrap_or(0))
     }

@@ -1,6 +1,8 @@
-//! A per-instance cache of what Redis holds, trusted only while this instance hears every change.
+//! A per-instance read cache in front of a shared store (`Cached`), trusted only while this
+//! instance hears every change made elsewhere.
 //!
-//! Entries are used only while the pub/sub subscription is up (`usable`); every change message
+//! Entries are used only while the store's change feed is up (`usable`; for Redis, its pub/sub
+//! subscription, see `redis::Listener`); every change
 //! bumps `generation`, and a value read from Redis is kept only if no change arrived while it
 //! was being read. A revocation therefore reaches every instance as fast as pub/sub delivers it,
 //! and a lost subscription empties the cache instead of serving stale sessions.
@@ -17,6 +19,9 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tinyufo::TinyUfo;
 
+use async_trait::async_trait;
+
+use super::{SessionStore, StoreError, UserStore};
 use crate::model::{Org, Session, User};
 
 /// How many entries of each kind are kept. Past it, TinyUFO lets the least used go one at a
@@ -224,6 +229,126 @@ impl Cache {
     fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.user_epochs.clear();
+    }
+}
+
+/// A store behind the cache: reads of users, organizations and sessions are answered from the
+/// cache when it holds them, and every change made through this wrapper drops what it touched.
+/// Changes made by other instances arrive through the store's change feed, which applies them
+/// to the same `Cache`.
+pub struct Cached<S> {
+    inner: S,
+    cache: Arc<Cache>,
+}
+
+impl<S> Cached<S> {
+    pub fn new(inner: S, cache: Arc<Cache>) -> Cached<S> {
+        Cached { inner, cache }
+    }
+}
+
+#[async_trait]
+impl<S: UserStore> UserStore for Cached<S> {
+    async fn user_by_email(&self, email: &str) -> Result<Option<Arc<User>>, StoreError> {
+        // The email index is not cached (an email may move); the record it names is.
+        match self.inner.user_id_by_email(email).await? {
+            Some(id) => self.user_by_id(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError> {
+        self.inner.user_id_by_email(email).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        if let Some(user) = self.cache.user(id) {
+            return Ok(Some(user));
+        }
+        let generation = self.cache.generation();
+        let user = self.inner.user_by_id(id).await?;
+        if let Some(user) = &user {
+            self.cache.put_user(generation, Arc::clone(user));
+        }
+        Ok(user)
+    }
+
+    async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError> {
+        if let Some(org) = self.cache.org(id) {
+            return Ok(Some(org));
+        }
+        let generation = self.cache.generation();
+        let org = self.inner.org(id).await?;
+        if let Some(org) = &org {
+            self.cache.put_org(generation, Arc::clone(org));
+        }
+        Ok(org)
+    }
+
+    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
+        self.inner.create_user(org, user).await
+    }
+
+    async fn save_user(&self, user: User) -> Result<(), StoreError> {
+        let id = user.id.clone();
+        let saved = self.inner.save_user(user).await;
+        self.cache.apply(Event::UserChanged(&id));
+        saved
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for Cached<S> {
+    async fn create(&self, session: Session) -> Result<(), StoreError> {
+        self.inner.create(session).await
+    }
+
+    async fn is_live(&self, user_id: &str, id: &str, now: i64) -> Result<bool, StoreError> {
+        if self.cache.has_session(user_id, id, now) {
+            return Ok(true);
+        }
+        let generation = self.cache.generation();
+        let session = self.inner.session(user_id, id).await?;
+        match session {
+            Some(session) if session.serves(user_id, now) => {
+                self.cache.put_session(generation, session);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn session(&self, user_id: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        self.inner.session(user_id, id).await
+    }
+
+    async fn extend(
+        &self,
+        user_id: &str,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let extended = self.inner.extend(user_id, id, expires_at, now).await;
+        // The cached copy carries the old expiry; the next read fetches the new one.
+        self.cache.forget_session(id);
+        extended
+    }
+
+    async fn revoke(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let revoked = self.inner.revoke(user_id, id).await;
+        self.cache.forget_session(id);
+        revoked
+    }
+
+    async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
+        let revoked = self.inner.revoke_user(user_id, keep).await;
+        self.cache.apply(Event::UserSessionsRevoked(user_id));
+        revoked
+    }
+
+    async fn sweep(&self, now: i64) {
+        self.inner.sweep(now).await;
     }
 }
 
