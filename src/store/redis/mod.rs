@@ -18,8 +18,8 @@
 //! | `P{u:<user>}:devices` | set of the user's trusted device hashes |
 //! | `Pmfa:{<challenge>}` | MFA challenge, JSON (code hash, attempts), expiring with it |
 //! | `Prl:<bucket>:<ip>` | rate-limit state (GCRA theoretical arrival time, ms) |
-//! | `Paf:{<account>}` | failed sign-ins on an account (hash of its email), expiring with the window |
-//! | `Paf:{<account>}:<ip>` | failed sign-ins on that account from one address |
+//! | `Paf:{<account>}` | sign-in attempts on an account (hash of its email), expiring with the window |
+//! | `Paf:{<account>}:<ip>` | sign-in attempts on that account from one address |
 //!
 //! Changes are announced on the channel `Pevents`, so that every instance's cache drops what
 //! changed at once (see `cache`).
