@@ -10,7 +10,7 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 /// Environment variables over the file: `JWT_SECRET`, `JWT_VALIDITY_SEC`, `MFA_SUPER_MANDATORY`,
-/// `REDIS_URL`.
+/// `REDIS_URL`, and `SSO_<NAME>_CLIENT_SECRET` for each single sign-on provider.
 pub(super) fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
     if let Some(secret) = env("JWT_SECRET") {
         raw.token.secret = Some(secret);
@@ -33,4 +33,17 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
             .collect();
         raw.store.redis_url = Some(raw::RedisUrls::Many(urls));
     }
+    for provider in &mut raw.sso.providers {
+        if let Some(secret) = env(&provider_secret_env(&provider.name)) {
+            provider.client_secret = Some(secret);
+        }
+    }
+}
+
+/// `SSO_GOOGLE_CLIENT_SECRET` for the provider named `google` (`-` read as `_`).
+pub fn provider_secret_env(name: &str) -> String {
+    format!(
+        "SSO_{}_CLIENT_SECRET",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }

@@ -173,6 +173,64 @@ mod tests {
         assert!(err.to_string().contains("store.redis_url"), "{err}");
     }
 
+    const PROVIDER: &str = "[[sso.providers]]\nname = \"google\"\n\
+        issuer = \"https://accounts.google.com\"\nclient_id = \"id\"\n\
+        redirect_uri = \"https://app.example.com/sso/callback\"\n";
+
+    #[test]
+    fn sso_providers_are_validated_naming_the_key() {
+        let env = |k: &str| (k == "SSO_GOOGLE_CLIENT_SECRET").then(|| "from-env".to_string());
+        let cfg = Config::from_toml(PROVIDER, "t", &env).unwrap();
+        let p = &cfg.sso.providers[0];
+        assert_eq!(p.client_secret, "from-env");
+        assert_eq!(p.issuer, "https://accounts.google.com");
+        assert_eq!(p.allowed_algs, [jsonwebtoken::Algorithm::RS256]);
+        assert_eq!(p.scopes, ["openid", "email", "profile"]);
+        assert!(
+            !format!("{p:?}").contains("from-env"),
+            "the secret is never printed"
+        );
+        assert_eq!(cfg.sso.state_ttl, Duration::from_secs(600));
+
+        let with_secret = format!("{PROVIDER}client_secret = \"s\"\n");
+        for (text, key) in [
+            (PROVIDER.to_string(), "sso.providers[0].client_secret"),
+            (
+                with_secret.replace("https://accounts", "http://accounts"),
+                "sso.providers[0].issuer",
+            ),
+            (
+                format!("{with_secret}allowed_algs = [\"RS256\", \"none\"]\n"),
+                "sso.providers[0].allowed_algs",
+            ),
+            (
+                format!("{with_secret}scopes = [\"email\"]\n"),
+                "sso.providers[0].scopes",
+            ),
+            (
+                format!("{with_secret}email_domains = [\"a@b.c\"]\n"),
+                "sso.providers[0].email_domains",
+            ),
+            (
+                format!("{with_secret}{with_secret}"),
+                "sso.providers[1].name",
+            ),
+            (
+                format!(
+                    "{with_secret}auto_provision = {{ org = \"o\", account_type = \"root\" }}\n"
+                ),
+                "sso.providers[0].auto_provision.account_type",
+            ),
+            (format!("{with_secret}typo = 1\n"), "typo"),
+        ] {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "expected {key} in: {err}");
+        }
+        // A provider under test may speak plain http on loopback.
+        let local = with_secret.replace("https://accounts.google.com", "http://127.0.0.1:4000");
+        assert!(load(&local).is_ok());
+    }
+
     #[test]
     fn route_must_name_known_upstream() {
         let err = load("[[routes]]\nprefix = \"/\"\nupstream = \"nope\"\n").unwrap_err();

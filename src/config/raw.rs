@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub password: RawPassword,
     pub register: RawRegister,
     pub mfa: RawMfa,
+    pub sso: RawSso,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -299,4 +300,60 @@ impl Default for RawSmtp {
             timeout_secs: 10,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSso {
+    pub state_ttl_secs: u64,
+    pub providers: Vec<RawProvider>,
+}
+
+impl Default for RawSso {
+    fn default() -> Self {
+        RawSso {
+            state_ttl_secs: 600,
+            providers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    /// Or the environment variable `SSO_<NAME>_CLIENT_SECRET`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    pub redirect_uri: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_algs")]
+    pub allowed_algs: Vec<String>,
+    #[serde(default)]
+    pub email_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub auto_provision: Option<RawAutoProvision>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_algs() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoProvision {
+    pub org: String,
+    #[serde(default = "default_provisioned_type")]
+    pub account_type: AccountType,
+}
+
+fn default_provisioned_type() -> AccountType {
+    AccountType::User
 }

@@ -29,6 +29,7 @@ pub struct Config {
     pub password: PasswordSettings,
     pub register: RegisterSettings,
     pub mfa: MfaSettings,
+    pub sso: SsoSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// Things an operator should hear about at start (and from `check-config`).
@@ -218,4 +219,52 @@ pub enum SmtpTls {
     None,
     StartTls,
     Tls,
+}
+
+/// Single sign-on: this gateway as an OpenID Connect relying party.
+#[derive(Debug, Clone)]
+pub struct SsoSettings {
+    /// How long a login started at a provider may take to come back.
+    pub state_ttl: Duration,
+    pub providers: Vec<ProviderSettings>,
+}
+
+#[derive(Clone)]
+pub struct ProviderSettings {
+    pub name: String,
+    /// Exactly as the provider writes it in `iss`; discovery is `{issuer}/.well-known/...`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    /// The only algorithms an ID token may be signed with (never `none`).
+    pub allowed_algs: Vec<jsonwebtoken::Algorithm>,
+    /// Lower-cased domains a first link by email may come from; `None` allows any.
+    pub email_domains: Option<Vec<String>>,
+    pub auto_provision: Option<AutoProvision>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scopes", &self.scopes)
+            .field("allowed_algs", &self.allowed_algs)
+            .field("email_domains", &self.email_domains)
+            .field("auto_provision", &self.auto_provision)
+            .finish()
+    }
+}
+
+/// Users the provider vouches for but the store does not know are created, in this
+/// organization, with this account type.
+#[derive(Debug, Clone)]
+pub struct AutoProvision {
+    pub org: String,
+    pub account_type: AccountType,
 }

@@ -54,6 +54,13 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         trial: Duration::from_secs(u64::from(raw.register.trial_days) * 86_400),
     };
     let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
+    let sso = sso(&v, raw.sso)?;
+    if !sso.providers.is_empty() {
+        // Until the endpoints land, say so rather than let a configured provider look served.
+        warnings.push(
+            "sso.providers are validated, but this version does not yet serve the single sign-on endpoints".into(),
+        );
+    }
     let upstreams = upstreams(&v, raw.upstreams)?;
     let routes = routes(&v, raw.routes, &upstreams)?;
     Ok(Config {
@@ -65,6 +72,7 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         password,
         register,
         mfa,
+        sso,
         upstreams,
         routes,
         warnings,
@@ -475,5 +483,138 @@ fn looks_like_host_port(s: &str) -> bool {
     match s.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
+    }
+}
+
+fn sso(v: &Validator<'_>, raw: raw::RawSso) -> Result<SsoSettings, ConfigError> {
+    if raw.state_ttl_secs == 0 {
+        return Err(v.err("sso.state_ttl_secs", "must be at least 1"));
+    }
+    let mut providers: Vec<ProviderSettings> = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let key = |k: &str| format!("sso.providers[{i}].{k}");
+        if p.name.is_empty()
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(v.err(key("name"), "must be lower-case letters, digits, - or _"));
+        }
+        if providers.iter().any(|o| o.name == p.name) {
+            return Err(v.err(key("name"), format!("`{}` is defined twice", p.name)));
+        }
+        if !is_provider_url(&p.issuer) {
+            return Err(v.err(
+                key("issuer"),
+                format!(
+                    "`{}` must be an https URL (http only on loopback)",
+                    p.issuer
+                ),
+            ));
+        }
+        if p.client_id.trim().is_empty() {
+            return Err(v.err(key("client_id"), "must not be empty"));
+        }
+        let client_secret = match p.client_secret {
+            Some(secret) if !secret.is_empty() => secret,
+            _ => {
+                return Err(v.err(
+                    key("client_secret"),
+                    format!(
+                        "is required (or set {})",
+                        super::env::provider_secret_env(&p.name)
+                    ),
+                ));
+            }
+        };
+        if !(p.redirect_uri.starts_with("https://") || p.redirect_uri.starts_with("http://"))
+            || p.redirect_uri.parse::<http::Uri>().is_err()
+        {
+            return Err(v.err(
+                key("redirect_uri"),
+                format!("`{}` is not an absolute http(s) URL", p.redirect_uri),
+            ));
+        }
+        if !p.scopes.iter().any(|s| s == "openid") {
+            return Err(v.err(key("scopes"), "must include \"openid\""));
+        }
+        if p.allowed_algs.is_empty() {
+            return Err(v.err(key("allowed_algs"), "must list at least one algorithm"));
+        }
+        let allowed_algs = p
+            .allowed_algs
+            .iter()
+            .map(|a| {
+                a.parse::<jsonwebtoken::Algorithm>().map_err(|_| {
+                    v.err(
+                        key("allowed_algs"),
+                        format!("`{a}` is not a JWS algorithm such as RS256 or ES256"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let email_domains = match p.email_domains {
+            None => None,
+            Some(domains) => {
+                if domains.is_empty()
+                    || domains
+                        .iter()
+                        .any(|d| d.trim().is_empty() || d.contains('@'))
+                {
+                    return Err(v.err(
+                        key("email_domains"),
+                        "must list domains such as example.com (or be left out)",
+                    ));
+                }
+                Some(
+                    domains
+                        .iter()
+                        .map(|d| d.trim().to_ascii_lowercase())
+                        .collect(),
+                )
+            }
+        };
+        let auto_provision = match p.auto_provision {
+            None => None,
+            Some(a) if a.org.trim().is_empty() => {
+                return Err(v.err(key("auto_provision.org"), "must name an organization id"));
+            }
+            Some(a) => Some(AutoProvision {
+                org: a.org,
+                account_type: a.account_type,
+            }),
+        };
+        providers.push(ProviderSettings {
+            name: p.name,
+            issuer: p.issuer,
+            client_id: p.client_id,
+            client_secret,
+            redirect_uri: p.redirect_uri,
+            scopes: p.scopes,
+            allowed_algs,
+            email_domains,
+            auto_provision,
+        });
+    }
+    Ok(SsoSettings {
+        state_ttl: Duration::from_secs(raw.state_ttl_secs),
+        providers,
+    })
+}
+
+/// An issuer URL: https, or http on a loopback host (a provider under test).
+fn is_provider_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let loopback = matches!(
+        uri.host(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+    );
+    match uri.scheme_str() {
+        Some("https") => uri.host().is_some(),
+        Some("http") => loopback,
+        _ => false,
     }
 }
