@@ -53,7 +53,11 @@ impl<A> Connections<A> {
     /// The wrapper, and the watchdog that enforces its deadlines (run it as a background
     /// service).
     pub fn new(inner: A, limits: Limits) -> (Connections<A>, Watchdog) {
-        let watches = Arc::new(Watches::default());
+        let watches = Arc::new(Watches {
+            started: Instant::now(),
+            next_id: AtomicU64::new(0),
+            by_id: DashMap::new(),
+        });
         let connections = Connections {
             inner: Arc::new(inner),
             limits,
@@ -77,12 +81,18 @@ impl Drop for Slot<'_> {
 }
 
 /// The deadlines of every open HTTP/1 connection, and a clock in whole seconds.
-#[derive(Default)]
 struct Watches {
-    /// Seconds since the watchdog started, moved on by the watchdog.
-    now: AtomicU32,
+    started: Instant,
     next_id: AtomicU64,
     by_id: DashMap<u64, Arc<Watch>>,
+}
+
+impl Watches {
+    /// Whole seconds since the wrapper was made. Read from the real clock each time (not from
+    /// the watchdog), so a late watchdog can make a deadline run over but never short.
+    fn now(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
 }
 
 /// One connection's deadline.
@@ -117,8 +127,7 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Once a second: move the clock on and wake the connections whose header is overdue, which
-/// then close.
+/// Once a second: wake the connections whose header is overdue, which then close.
 pub struct Watchdog {
     watches: Arc<Watches>,
 }
@@ -126,15 +135,13 @@ pub struct Watchdog {
 #[async_trait]
 impl BackgroundService for Watchdog {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let now = u32::try_from(started.elapsed().as_secs()).unwrap_or(u32::MAX);
-            self.watches.now.store(now, Ordering::Release);
+            let now = self.watches.now();
             for watch in self.watches.by_id.iter() {
                 if watch.overdue(now) {
                     watch.expired.notify_waiters();
@@ -196,7 +203,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
         let next = secs(self.limits.idle).saturating_add(1);
         let mut allowance = first;
         loop {
-            let now = watches.now.load(Ordering::Acquire);
+            let now = watches.now();
             watch
                 .due
                 .store(now.saturating_add(allowance).max(1), Ordering::Release);
@@ -210,7 +217,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
                     () = watch.expired.notified() => {
                         // Dropping the request closes the connection. A wake-up that raced
                         // with the header's arrival changes nothing.
-                        if watch.overdue(watches.now.load(Ordering::Acquire)) {
+                        if watch.overdue(watches.now()) {
                             return None;
                         }
                     }

@@ -44,10 +44,6 @@ impl Gateway {
     pub fn new(app: App) -> Gateway {
         Gateway { app }
     }
-
-    pub fn app(&self) -> &App {
-        &self.app
-    }
 }
 
 /// Per-request state carried between Pingora's phases.
