@@ -10,6 +10,7 @@ use pingora::protocols::http::ServerSession;
 
 use serde_json::json;
 
+use crate::sso::Sso;
 use crate::store::StoreHealth;
 
 /// The OpenAPI 3.1 description of the gateway's own endpoints (`docs/openapi.json`).
@@ -17,6 +18,7 @@ pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
+    pub sso: Arc<Sso>,
 }
 
 #[async_trait]
@@ -25,7 +27,7 @@ impl ServeHttp for Admin {
         if session.req_header().uri.path() == "/openapi.json" {
             return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec());
         }
-        let (status, body) = match session.req_header().uri.path() {
+        let (status, mut body) = match session.req_header().uri.path() {
             // Alive: the process answers. Restarting it would not fix a store outage.
             "/healthz" => (StatusCode::OK, json!({"status": "ok"})),
             // Ready: the store answers too, so requests can be authenticated.
@@ -44,6 +46,24 @@ impl ServeHttp for Admin {
                 json!({"error": "Not Found", "message": "Unknown admin path"}),
             ),
         };
+        if session.req_header().uri.path() == "/readyz" && !self.sso.providers().is_empty() {
+            // Informational: a provider that is down fails only its own logins, so it does not
+            // make the gateway unready.
+            let providers: serde_json::Map<String, serde_json::Value> = self
+                .sso
+                .providers()
+                .iter()
+                .map(|p| {
+                    let state = if p.is_reachable() {
+                        "up"
+                    } else {
+                        "unreachable"
+                    };
+                    (p.name().to_owned(), json!(state))
+                })
+                .collect();
+            body["sso"] = serde_json::Value::Object(providers);
+        }
         json_response(status, body.to_string().into_bytes())
     }
 }

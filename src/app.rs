@@ -1,5 +1,5 @@
 //! The application state every handler works with: the live configuration, the stores,
-//! password hashing and the mailer. It knows nothing of Pingora; `proxy` holds one and hands
+//! password hashing, the mailer and the identity providers. It knows nothing of Pingora; `proxy` holds one and hands
 //! it to `endpoints` and `auth`.
 
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
-use crate::store::{ChallengeStore, DeviceStore, SessionStore, UserStore};
+use crate::sso::Sso;
+use crate::store::{ChallengeStore, DeviceStore, LoginStore, SessionStore, UserStore};
 
 pub struct App {
     pub live: Arc<ArcSwap<Live>>,
@@ -17,6 +18,9 @@ pub struct App {
     pub sessions: Arc<dyn SessionStore>,
     pub challenges: Arc<dyn ChallengeStore>,
     pub devices: Arc<dyn DeviceStore>,
+    /// Single sign-on logins between start and callback.
+    pub logins: Arc<dyn LoginStore>,
+    pub sso: Arc<Sso>,
     pub passwords: Arc<Passwords>,
     pub mailer: Arc<Mailer>,
 }

@@ -319,6 +319,7 @@ mod tests {
         )
         .unwrap();
         let mfa = Arc::new(MemoryMfa::default());
+        let config_sso = config.sso.clone();
         App {
             mailer: Arc::new(Mailer::new(&config.mfa.delivery).unwrap()),
             live: Arc::new(ArcSwap::from_pointee(Live::build(config, None).unwrap())),
@@ -326,6 +327,8 @@ mod tests {
             sessions: Arc::new(MemorySessions::default()),
             challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
             devices: mfa,
+            logins: Arc::new(crate::store::memory::MemoryLogins::default()),
+            sso: Arc::new(crate::sso::Sso::new(&config_sso).unwrap()),
             passwords: Arc::new(Passwords::new(1, [])),
         }
     }

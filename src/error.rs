@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::password::PasswordError;
 use crate::path::PathError;
 use crate::ratelimit::Limited;
+use crate::sso::SsoError;
 use crate::store::StoreError;
 use crate::token::TokenError;
 
@@ -52,6 +53,8 @@ pub enum GatewayError {
     Password(#[from] PasswordError),
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error(transparent)]
+    Sso(#[from] SsoError),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("body larger than {limit} bytes")]
@@ -89,7 +92,13 @@ impl GatewayError {
             MissingToken | Token(_) | SessionExpired | InvalidCredentials | AccountDisabled
             | FirmDisabled | WrongPassword | WrongCode => StatusCode::UNAUTHORIZED,
             ChallengeGone | ChallengeExhausted => StatusCode::GONE,
-            DeliveryFailed | BadGateway => StatusCode::BAD_GATEWAY,
+            DeliveryFailed | BadGateway | Sso(SsoError::Unavailable { .. }) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Sso(SsoError::Failed(_)) => StatusCode::UNAUTHORIZED,
+            Sso(SsoError::NoAccount) => StatusCode::FORBIDDEN,
+            Sso(SsoError::UnknownProvider) => StatusCode::BAD_REQUEST,
+            Sso(SsoError::NoSuchProvider) => StatusCode::NOT_FOUND,
             Forbidden | RegistrationClosed => StatusCode::FORBIDDEN,
             Store(StoreError::EmailTaken) => StatusCode::CONFLICT,
             NotFound => StatusCode::NOT_FOUND,
@@ -166,6 +175,16 @@ impl GatewayError {
                 fixed(("Method Not Allowed", "Method not allowed on this endpoint"))
             }
             BadGateway => fixed(("Bad Gateway", "The upstream service is unavailable")),
+            Sso(SsoError::Failed(why)) => ("SSO failed", Cow::Borrowed(*why)),
+            Sso(SsoError::NoAccount) => {
+                fixed(("Forbidden", "No account is linked to this identity"))
+            }
+            Sso(SsoError::UnknownProvider) => fixed(("Bad Request", "Unknown identity provider")),
+            Sso(SsoError::NoSuchProvider) => fixed(("Not Found", "Unknown identity provider")),
+            Sso(SsoError::Unavailable { .. }) => fixed((
+                "Identity provider unavailable",
+                "The identity provider could not be reached; try again later",
+            )),
         }
     }
 
@@ -250,6 +269,34 @@ mod tests {
                 409,
                 "Email already registered",
                 "An account with this email already exists",
+            ),
+            (
+                SsoError::Failed("ID token nonce mismatch").into(),
+                401,
+                "SSO failed",
+                "ID token nonce mismatch",
+            ),
+            (
+                SsoError::NoAccount.into(),
+                403,
+                "Forbidden",
+                "No account is linked to this identity",
+            ),
+            (
+                SsoError::Unavailable {
+                    provider: "google".into(),
+                    reason: "timed out".into(),
+                }
+                .into(),
+                502,
+                "Identity provider unavailable",
+                "The identity provider could not be reached; try again later",
+            ),
+            (
+                SsoError::UnknownProvider.into(),
+                400,
+                "Bad Request",
+                "Unknown identity provider",
             ),
             (
                 StoreError::unavailable("redis", "timed out").into(),

@@ -18,6 +18,7 @@ pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod sso;
 pub mod store;
 pub mod telemetry;
 pub mod token;

@@ -16,6 +16,8 @@ pub struct Live {
     /// Shared by every credential endpoint (`endpoints::Endpoint::is_credential`), keyed by
     /// client IP.
     pub auth_limiter: RateLimiter,
+    /// Single sign-on starts, keyed by client IP: each holds server-side state for a while.
+    pub sso_start_limiter: RateLimiter,
     /// Password attempts per account, shared through the limit store like the limits.
     pub failures: FailureLimiter,
 }
@@ -28,6 +30,11 @@ impl Live {
             auth_limiter: RateLimiter::new(
                 "auth",
                 config.rate_limit.auth_per_minute,
+                limits.clone(),
+            ),
+            sso_start_limiter: RateLimiter::new(
+                "sso_start",
+                config.sso.start_per_minute,
                 limits.clone(),
             ),
             failures: FailureLimiter::new(

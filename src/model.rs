@@ -143,3 +143,27 @@ pub struct Challenge {
     pub expires_at: i64,
     pub attempts: u32,
 }
+
+/// A login started at an identity provider and waiting for its callback. Kept server-side,
+/// under a hash of its `state`; the PKCE verifier and the nonce never leave the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// The configured provider's name.
+    pub provider: String,
+    pub nonce: String,
+    pub verifier: String,
+    /// Hash of the browser-binding cookie the login was started with.
+    pub binding: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// An account at an identity provider, `(issuer, subject)`, linked to one of our users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityLink {
+    pub issuer: String,
+    pub subject: String,
+    /// The user's id.
+    pub user: String,
+}

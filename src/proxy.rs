@@ -305,15 +305,19 @@ impl Gateway {
         } else {
             None
         };
-        let device_cookie = session
+        let cookies = session
             .req_header()
             .headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|v| crate::mfa::cookie(v, &live.config.mfa.device_cookie))
-            .map(str::to_owned);
+            .collect::<Vec<_>>()
+            .join("; ");
+        let device_cookie =
+            crate::mfa::cookie(&cookies, &live.config.mfa.device_cookie).map(str::to_owned);
         let req = endpoints::Request {
+            path: session.req_header().uri.path(),
+            cookies,
             body: &body,
             caller,
             client_ip: client,

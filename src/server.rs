@@ -21,8 +21,9 @@ use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
+use crate::sso::Sso;
 use crate::store::cache::{Cache, Cached};
-use crate::store::memory::{AlwaysReady, MemoryMfa, MemorySessions, MemoryUsers};
+use crate::store::memory::{AlwaysReady, MemoryLogins, MemoryMfa, MemorySessions, MemoryUsers};
 use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
 use crate::store::{SessionStore, Stores};
@@ -43,6 +44,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     let app = build_app(config.clone(), &stores)?;
     let live = Arc::clone(&app.live);
     let sessions = Arc::clone(&stores.sessions);
+    let sso = Arc::clone(&app.sso);
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -63,6 +65,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         "authgate admin".to_string(),
         Admin {
             health: Arc::clone(&stores.health),
+            sso: Arc::clone(&sso),
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());
@@ -73,6 +76,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
             live,
             sessions,
             challenges: Arc::clone(&stores.challenges),
+            logins: Arc::clone(&stores.logins),
             users_file: stores.users_file.clone(),
         },
     );
@@ -89,6 +93,13 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         "authgate connection deadlines",
         watchdog,
     ));
+    if !sso.providers().is_empty() {
+        // Discovery and keys: fetched at start, retried while a provider is down, refreshed.
+        server.add_service(background_service(
+            "authgate identity providers",
+            ProviderRefresh(sso),
+        ));
+    }
     if let Some(listener) = stores.listener.clone() {
         // Follows Redis's change announcements for as long as the server runs.
         server.add_service(background_service("authgate redis listener", listener));
@@ -134,6 +145,7 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 users_file: Some(users),
                 challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
                 devices: mfa,
+                logins: Arc::new(MemoryLogins::default()),
                 sessions: Arc::new(MemorySessions::default()),
                 limits: None,
                 health: Arc::new(AlwaysReady),
@@ -168,6 +180,7 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 users_file: None,
                 challenges: Arc::new(redis.clone()),
                 devices: Arc::new(redis.clone()),
+                logins: Arc::new(redis.clone()),
                 health: Arc::new(redis),
             }
         }
@@ -203,15 +216,27 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
     ));
     let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
     let mailer = Mailer::new(&live.config.mfa.delivery).context("cannot set up mfa.delivery")?;
+    let sso = Sso::new(&live.config.sso).context("cannot set up single sign-on")?;
     Ok(App {
         live: Arc::new(ArcSwap::from_pointee(live)),
         users: Arc::clone(&stores.users),
         sessions: Arc::clone(&stores.sessions),
         challenges: Arc::clone(&stores.challenges),
         devices: Arc::clone(&stores.devices),
+        logins: Arc::clone(&stores.logins),
+        sso: Arc::new(sso),
         passwords,
         mailer: Arc::new(mailer),
     })
+}
+
+struct ProviderRefresh(Arc<Sso>);
+
+#[async_trait]
+impl BackgroundService for ProviderRefresh {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.refresh_forever(shutdown).await;
+    }
 }
 
 /// Periodic chores: upstream health checks, and forgetting dead sessions and idle limiter keys.
@@ -219,6 +244,7 @@ struct Upkeep {
     live: Arc<ArcSwap<Live>>,
     sessions: Arc<dyn SessionStore>,
     challenges: Arc<dyn crate::store::ChallengeStore>,
+    logins: Arc<dyn crate::store::LoginStore>,
     users_file: Option<Arc<MemoryUsers>>,
 }
 
@@ -279,6 +305,7 @@ impl BackgroundService for Upkeep {
                 last_sweep = Instant::now();
                 self.sessions.sweep(unix_now()).await;
                 self.challenges.sweep(unix_now()).await;
+                self.logins.sweep(unix_now()).await;
                 live.auth_limiter.sweep();
                 live.failures.sweep();
                 for route in live.router.routes() {

@@ -16,6 +16,7 @@ use rand::RngCore;
 pub use env::{EnvLookup, process_env};
 use raw::RawConfig;
 pub use settings::*;
+pub use validate::is_provider_url;
 
 /// The configuration the gateway runs on when no file is given.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../conf/authgate.toml");

@@ -306,6 +306,10 @@ impl Default for RawSmtp {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSso {
     pub state_ttl_secs: u64,
+    pub http_timeout_secs: u64,
+    pub leeway_secs: u64,
+    pub binding_cookie: String,
+    pub start_per_minute: u32,
     pub providers: Vec<RawProvider>,
 }
 
@@ -313,6 +317,10 @@ impl Default for RawSso {
     fn default() -> Self {
         RawSso {
             state_ttl_secs: 600,
+            http_timeout_secs: 5,
+            leeway_secs: 60,
+            binding_cookie: "authgate_sso".into(),
+            start_per_minute: 60,
             providers: Vec::new(),
         }
     }

@@ -226,6 +226,14 @@ pub enum SmtpTls {
 pub struct SsoSettings {
     /// How long a login started at a provider may take to come back.
     pub state_ttl: Duration,
+    /// Deadline of every call to a provider: discovery, JWKS and the code exchange.
+    pub http_timeout: Duration,
+    /// Clock skew allowed on an ID token's `exp` and `iat`.
+    pub leeway: Duration,
+    /// The cookie that binds a started login to the browser that started it.
+    pub binding_cookie: String,
+    /// Starts per minute per client IP: each one holds server-side state until it expires.
+    pub start_per_minute: NonZeroU32,
     pub providers: Vec<ProviderSettings>,
 }
 

@@ -55,12 +55,6 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     };
     let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
     let sso = sso(&v, raw.sso)?;
-    if !sso.providers.is_empty() {
-        // Until the endpoints land, say so rather than let a configured provider look served.
-        warnings.push(
-            "sso.providers are validated, but this version does not yet serve the single sign-on endpoints".into(),
-        );
-    }
     let upstreams = upstreams(&v, raw.upstreams)?;
     let routes = routes(&v, raw.routes, &upstreams)?;
     Ok(Config {
@@ -453,12 +447,7 @@ fn mfa_settings(
             ),
         )
     })?;
-    if m.device_cookie.is_empty()
-        || !m
-            .device_cookie
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !is_cookie_name(&m.device_cookie) {
         return Err(v.err("mfa.device_cookie", "must be letters, digits, _ or -"));
     }
     Ok(MfaSettings {
@@ -490,6 +479,17 @@ fn sso(v: &Validator<'_>, raw: raw::RawSso) -> Result<SsoSettings, ConfigError> 
     if raw.state_ttl_secs == 0 {
         return Err(v.err("sso.state_ttl_secs", "must be at least 1"));
     }
+    if raw.http_timeout_secs == 0 {
+        return Err(v.err("sso.http_timeout_secs", "must be at least 1"));
+    }
+    if raw.leeway_secs > 600 {
+        return Err(v.err("sso.leeway_secs", "must be at most 600"));
+    }
+    if !is_cookie_name(&raw.binding_cookie) {
+        return Err(v.err("sso.binding_cookie", "must be letters, digits, _ or -"));
+    }
+    let start_per_minute = NonZeroU32::new(raw.start_per_minute)
+        .ok_or_else(|| v.err("sso.start_per_minute", "must be at least 1"))?;
     let mut providers: Vec<ProviderSettings> = Vec::with_capacity(raw.providers.len());
     for (i, p) in raw.providers.into_iter().enumerate() {
         let key = |k: &str| format!("sso.providers[{i}].{k}");
@@ -599,12 +599,23 @@ fn sso(v: &Validator<'_>, raw: raw::RawSso) -> Result<SsoSettings, ConfigError> 
     }
     Ok(SsoSettings {
         state_ttl: Duration::from_secs(raw.state_ttl_secs),
+        http_timeout: Duration::from_secs(raw.http_timeout_secs),
+        leeway: Duration::from_secs(raw.leeway_secs),
+        binding_cookie: raw.binding_cookie,
+        start_per_minute,
         providers,
     })
 }
 
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// An issuer URL: https, or http on a loopback host (a provider under test).
-fn is_provider_url(url: &str) -> bool {
+pub fn is_provider_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };

@@ -7,6 +7,7 @@ mod refresh;
 mod register;
 mod signin;
 mod signout;
+mod sso;
 
 use std::net::IpAddr;
 
@@ -31,6 +32,11 @@ pub enum Endpoint {
     MfaVerify,
     Signout,
     SignoutAll,
+    /// POST /api/auth/sso/start `{provider}`.
+    SsoStart,
+    /// GET /api/auth/sso/{provider}/start: the same, as a redirect for plain links.
+    SsoStartLink,
+    SsoCallback,
 }
 
 impl Endpoint {
@@ -45,13 +51,15 @@ impl Endpoint {
             "/api/auth/mfa/verify" => Some(Endpoint::MfaVerify),
             "/api/auth/signout" => Some(Endpoint::Signout),
             "/api/auth/signout-all" => Some(Endpoint::SignoutAll),
-            _ => None,
+            "/api/auth/sso/start" => Some(Endpoint::SsoStart),
+            "/api/auth/sso_callback" => Some(Endpoint::SsoCallback),
+            _ => sso_link_provider(path).map(|_| Endpoint::SsoStartLink),
         }
     }
 
     pub fn method(self) -> &'static str {
         match self {
-            Endpoint::Me => "GET",
+            Endpoint::Me | Endpoint::SsoStartLink => "GET",
             _ => "POST",
         }
     }
@@ -65,6 +73,7 @@ impl Endpoint {
                 | Endpoint::Register
                 | Endpoint::ChangePassword
                 | Endpoint::MfaVerify
+                | Endpoint::SsoCallback
         )
     }
 
@@ -81,9 +90,21 @@ impl Endpoint {
     }
 }
 
+/// The provider named by `/api/auth/sso/{provider}/start`.
+pub fn sso_link_provider(path: &str) -> Option<&str> {
+    let provider = path
+        .strip_prefix("/api/auth/sso/")?
+        .strip_suffix("/start")?;
+    (!provider.is_empty() && !provider.contains('/')).then_some(provider)
+}
+
 /// What a handler gets: the body (already bounded), the authenticated caller if the endpoint
 /// needs one, and the clock.
 pub struct Request<'a> {
+    /// The normalised path.
+    pub path: &'a str,
+    /// Every `Cookie` header of the request, joined with `; `.
+    pub cookies: String,
     pub body: &'a [u8],
     pub caller: Option<Caller>,
     pub client_ip: IpAddr,
@@ -95,6 +116,11 @@ pub struct Request<'a> {
 impl Request<'_> {
     fn caller(&self) -> Result<&Caller, GatewayError> {
         self.caller.as_ref().ok_or(GatewayError::MissingToken)
+    }
+
+    /// The value of cookie `name`, if the request sent it.
+    fn cookie(&self, name: &str) -> Option<&str> {
+        crate::mfa::cookie(&self.cookies, name)
     }
 }
 
@@ -135,6 +161,9 @@ pub async fn handle(
         Endpoint::MfaVerify => mfa::verify(app, live, req).await,
         Endpoint::Signout => signout::signout(app, req).await,
         Endpoint::SignoutAll => signout::signout_all(app, req).await,
+        Endpoint::SsoStart => sso::start(app, live, req).await,
+        Endpoint::SsoStartLink => sso::start_link(app, live, req).await,
+        Endpoint::SsoCallback => sso::callback(app, live, req).await,
     }
 }
 
@@ -220,6 +249,20 @@ mod tests {
             Some(Endpoint::Signin)
         );
         assert_eq!(Endpoint::classify("/api/auth/signin/x"), None);
+        assert_eq!(
+            Endpoint::classify("/api/auth/sso/start"),
+            Some(Endpoint::SsoStart)
+        );
+        assert_eq!(
+            Endpoint::classify("/api/auth/sso/google/start"),
+            Some(Endpoint::SsoStartLink)
+        );
+        assert_eq!(
+            sso_link_provider("/api/auth/sso/google/start"),
+            Some("google")
+        );
+        assert_eq!(Endpoint::classify("/api/auth/sso/a/b/start"), None);
+        assert_eq!(Endpoint::classify("/api/auth/sso//start"), None);
         assert_eq!(
             Endpoint::classify("/api/user/refresh/profile"),
             Some(Endpoint::Refresh)

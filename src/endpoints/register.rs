@@ -72,7 +72,9 @@ pub async fn register(app: &App, live: &Live, req: Request<'_>) -> Result<Reply,
         mfa_enabled: false,
         profile: Map::new(),
     };
-    app.users.create_user(org.clone(), user.clone()).await?;
+    app.users
+        .create_user(Some(org.clone()), user.clone())
+        .await?;
     let token = start_session(app, live, &user, req.now).await?;
     tracing::info!(user = %user.id, org = %org.id, client = %req.client_ip, "registered");
     Ok(Reply::ok(views::signed_in(

@@ -21,8 +21,8 @@ use tinyufo::TinyUfo;
 
 use async_trait::async_trait;
 
-use super::{SessionStore, StoreError, UserStore};
-use crate::model::{Org, Session, User};
+use super::{Linked, SessionStore, StoreError, UserStore};
+use crate::model::{IdentityLink, Org, Session, User};
 
 /// How many entries of each kind are kept. Past it, TinyUFO lets the least used go one at a
 /// time; nothing is ever cleared wholesale because it is full.
@@ -285,7 +285,7 @@ impl<S: UserStore> UserStore for Cached<S> {
         Ok(org)
     }
 
-    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
+    async fn create_user(&self, org: Option<Org>, user: User) -> Result<(), StoreError> {
         self.inner.create_user(org, user).await
     }
 
@@ -294,6 +294,19 @@ impl<S: UserStore> UserStore for Cached<S> {
         let saved = self.inner.save_user(user).await;
         self.cache.apply(Event::UserChanged(&id));
         saved
+    }
+
+    // Links are read once per single sign-on, never on the proxied path: not cached.
+    async fn user_id_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.user_id_by_identity(issuer, subject).await
+    }
+
+    async fn link_identity(&self, link: IdentityLink) -> Result<Linked, StoreError> {
+        self.inner.link_identity(link).await
     }
 }
 

@@ -12,10 +12,10 @@ use dashmap::DashMap;
 
 use super::users_file::{UsersFile, UsersFileError};
 use super::{
-    Attempt, ChallengeStore, DeviceStore, SessionStore, StoreError, StoreHealth, UserStore,
-    judge_attempt,
+    Attempt, ChallengeStore, Claim, DeviceStore, Linked, LoginStore, SessionStore, StoreError,
+    StoreHealth, UserStore, judge_attempt,
 };
-use crate::model::{Challenge, Org, Session, User};
+use crate::model::{Challenge, IdentityLink, Org, PendingLogin, Session, User};
 
 /// Users and organizations, indexed for the lookups the request path makes.
 #[derive(Default)]
@@ -23,6 +23,8 @@ struct Directory {
     users_by_id: HashMap<String, Arc<User>>,
     ids_by_email: HashMap<String, String>,
     orgs: HashMap<String, Arc<Org>>,
+    /// `(issuer, subject)` -> user id.
+    ids_by_identity: HashMap<(String, String), String>,
 }
 
 impl Directory {
@@ -35,6 +37,12 @@ impl Directory {
             dir.ids_by_email.insert(user.email.clone(), user.id.clone());
             dir.users_by_id
                 .insert(user.id.clone(), Arc::new(user.clone()));
+        }
+        for link in &file.links {
+            dir.ids_by_identity.insert(
+                (link.issuer.clone(), link.subject.clone()),
+                link.user.clone(),
+            );
         }
         dir
     }
@@ -169,12 +177,21 @@ impl UserStore for MemoryUsers {
         Ok(self.snapshot().orgs.get(id).cloned())
     }
 
-    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError> {
+    async fn create_user(&self, org: Option<Org>, user: User) -> Result<(), StoreError> {
         self.write(|file| {
             if file.users.iter().any(|u| u.email == user.email) {
                 return Err(StoreError::EmailTaken);
             }
-            file.orgs.push(org);
+            match org {
+                Some(org) => file.orgs.push(org),
+                None if !file.orgs.iter().any(|o| o.id == user.org) => {
+                    return Err(StoreError::unavailable(
+                        "users file",
+                        format!("no org has id {}", user.org),
+                    ));
+                }
+                None => {}
+            }
             file.users.push(user);
             Ok(())
         })
@@ -194,6 +211,82 @@ impl UserStore for MemoryUsers {
             Ok(())
         })
         .await
+    }
+
+    async fn user_id_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .snapshot()
+            .ids_by_identity
+            .get(&(issuer.to_owned(), subject.to_owned()))
+            .cloned())
+    }
+
+    async fn link_identity(&self, link: IdentityLink) -> Result<Linked, StoreError> {
+        let mut outcome = Linked::Owner(link.user.clone());
+        self.write(|file| {
+            if let Some(existing) = file
+                .links
+                .iter()
+                .find(|l| l.issuer == link.issuer && l.subject == link.subject)
+            {
+                outcome = Linked::Owner(existing.user.clone());
+                return Ok(());
+            }
+            if file
+                .links
+                .iter()
+                .any(|l| l.issuer == link.issuer && l.user == link.user)
+            {
+                outcome = Linked::Conflict;
+                return Ok(());
+            }
+            if !file.users.iter().any(|u| u.id == link.user) {
+                return Err(StoreError::unavailable(
+                    "users file",
+                    format!("user {} vanished", link.user),
+                ));
+            }
+            file.links.push(link);
+            Ok(())
+        })
+        .await?;
+        Ok(outcome)
+    }
+}
+
+/// Logins started at an identity provider, in process.
+#[derive(Default)]
+pub struct MemoryLogins {
+    logins: DashMap<String, PendingLogin>,
+}
+
+#[async_trait]
+impl LoginStore for MemoryLogins {
+    async fn put_login(&self, key: &str, login: PendingLogin) -> Result<(), StoreError> {
+        self.logins.insert(key.to_owned(), login);
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &str, binding: &str, now: i64) -> Result<Claim, StoreError> {
+        // `remove_if` decides and removes under the entry's lock: one caller takes it.
+        let taken = self.logins.remove_if(key, |_, l| {
+            l.expires_at > now && crate::mfa::same_hash(&l.binding, binding)
+        });
+        Ok(match taken {
+            Some((_, login)) => Claim::Taken(login),
+            None => match self.logins.get(key) {
+                Some(l) if l.expires_at > now => Claim::OtherBrowser,
+                _ => Claim::Unknown,
+            },
+        })
+    }
+
+    async fn sweep(&self, now: i64) {
+        self.logins.retain(|_, l| l.expires_at > now);
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{Challenge, Org, Session, User};
+use crate::model::{Challenge, IdentityLink, Org, PendingLogin, Session, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,11 +55,30 @@ pub trait UserStore: Send + Sync {
     async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<Arc<User>>, StoreError>;
     async fn org(&self, id: &str) -> Result<Option<Arc<Org>>, StoreError>;
-    /// Add a user and their new organization; `EmailTaken` when it is. Durable
-    /// before it returns.
-    async fn create_user(&self, org: Org, user: User) -> Result<(), StoreError>;
+    /// Add a user, with their new organization if `org` is given (else the user joins an
+    /// existing one); `EmailTaken` when it is. Durable before it returns.
+    async fn create_user(&self, org: Option<Org>, user: User) -> Result<(), StoreError>;
     /// Replace the record of an existing user (password, MFA flag). Durable before it returns.
     async fn save_user(&self, user: User) -> Result<(), StoreError>;
+    /// The user an identity-provider account is linked to.
+    async fn user_id_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Link an identity-provider account to a user, durably, in one atomic step. An account
+    /// already linked keeps its link (`Owner` names its user, whoever asked); a user already
+    /// linked to another account at the same issuer gets no second one (`Conflict`).
+    async fn link_identity(&self, link: IdentityLink) -> Result<Linked, StoreError>;
+}
+
+/// What `UserStore::link_identity` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Linked {
+    /// The account is linked to this user (just now, or before).
+    Owner(String),
+    /// The user is already linked to another account at this issuer.
+    Conflict,
 }
 
 /// Server-side sessions, always addressed by owner and id (both are in the token). A session
@@ -148,6 +167,28 @@ pub trait ChallengeStore: Send + Sync {
     async fn sweep(&self, _now: i64) {}
 }
 
+/// What presenting a login's `state` at the callback came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The login, now used up.
+    Taken(PendingLogin),
+    /// The login exists but was started by another browser; it stays for its own browser.
+    OtherBrowser,
+    /// Never started, expired, or already used.
+    Unknown,
+}
+
+/// Logins started at an identity provider, by the hash of their `state`.
+#[async_trait]
+pub trait LoginStore: Send + Sync {
+    async fn put_login(&self, key: &str, login: PendingLogin) -> Result<(), StoreError>;
+    /// Take the login if `binding` is the one it was started with: at most one caller ever
+    /// gets `Taken` for a key.
+    async fn take_login(&self, key: &str, binding: &str, now: i64) -> Result<Claim, StoreError>;
+    /// Forget expired logins; a no-op where the backend expires keys.
+    async fn sweep(&self, _now: i64) {}
+}
+
 /// Devices that passed MFA, by the hash of their device token.
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
@@ -195,6 +236,7 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub challenges: Arc<dyn ChallengeStore>,
     pub devices: Arc<dyn DeviceStore>,
+    pub logins: Arc<dyn LoginStore>,
     /// `None` when limits are kept in process only.
     pub limits: Option<Arc<dyn LimitStore>>,
     pub health: Arc<dyn StoreHealth>,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Org, User, normalize_email};
+use crate::model::{IdentityLink, Org, User, normalize_email};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +15,9 @@ pub struct UsersFile {
     pub orgs: Vec<Org>,
     #[serde(default)]
     pub users: Vec<User>,
+    /// Identity-provider accounts linked to users by single sign-on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<IdentityLink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,21 @@ impl UsersFile {
                 return Err(invalid(
                     format!("users[{i}].password_hash"),
                     "is not an argon2id ($argon2id$...) or bcrypt ($2b$...) hash; make one with `authgate hash-password`".into(),
+                ));
+            }
+        }
+        let mut identities = HashSet::new();
+        for (i, link) in file.links.iter().enumerate() {
+            if !ids.contains(&link.user) {
+                return Err(invalid(
+                    format!("links[{i}].user"),
+                    format!("no user has id `{}`", link.user),
+                ));
+            }
+            if !identities.insert((link.issuer.as_str(), link.subject.as_str())) {
+                return Err(invalid(
+                    format!("links[{i}].subject"),
+                    format!("`{}` at `{}` is linked twice", link.subject, link.issuer),
                 ));
             }
         }

@@ -200,11 +200,11 @@ fn user(id: &str, email: &str, org: &str) -> User {
 
 async fn users_contract(store: &dyn UserStore) {
     store
-        .create_user(org("o1"), user("u1", "a@b.c", "o1"))
+        .create_user(Some(org("o1")), user("u1", "a@b.c", "o1"))
         .await
         .unwrap();
     let taken = store
-        .create_user(org("o2"), user("u2", "a@b.c", "o2"))
+        .create_user(Some(org("o2")), user("u2", "a@b.c", "o2"))
         .await;
     assert!(matches!(taken, Err(StoreError::EmailTaken)), "{taken:?}");
     assert!(store.user_by_id("u2").await.unwrap().is_none());

@@ -17,6 +17,21 @@ impl Keys {
     pub(super) fn org(&self, id: &str) -> String {
         format!("{}{{users}}:org:{id}", self.prefix)
     }
+    /// An identity-provider account: the key ends in the JSON array `["<issuer>","<subject>"]`,
+    /// which no two different pairs share.
+    pub(super) fn identity(&self, issuer: &str, subject: &str) -> String {
+        let pair = serde_json::to_string(&[issuer, subject]).unwrap_or_default();
+        format!("{}{{users}}:idp:{pair}", self.prefix)
+    }
+    /// The account a user is linked to at an issuer: the key ends in `["<issuer>","<user>"]`.
+    pub(super) fn user_identity(&self, issuer: &str, user: &str) -> String {
+        let pair = serde_json::to_string(&[issuer, user]).unwrap_or_default();
+        format!("{}{{users}}:idpuser:{pair}", self.prefix)
+    }
+    /// A started single sign-on login, by the hash of its `state`.
+    pub(super) fn login(&self, state_hash: &str) -> String {
+        format!("{}sso:{{{state_hash}}}", self.prefix)
+    }
     pub(super) fn session_prefix(&self, user: &str) -> String {
         format!("{}{{u:{user}}}:s:", self.prefix)
     }

@@ -12,11 +12,14 @@
 //! | `P{users}:user:<id>` | user record, JSON |
 //! | `P{users}:email:<email>` | user id |
 //! | `P{users}:org:<id>` | organization record, JSON |
+//! | `P{users}:idp:["<issuer>","<subject>"]` | id of the user that identity-provider account is linked to |
+//! | `P{users}:idpuser:["<issuer>","<user>"]` | the subject that user is linked to at that issuer |
 //! | `P{u:<user>}:s:<session>` | session, JSON, expiring with the session (`EXAT`) |
 //! | `P{u:<user>}:sessions` | set of the user's session ids |
 //! | `P{u:<user>}:dev:<hash>` | a trusted device (hash of its token), expiring with it |
 //! | `P{u:<user>}:devices` | set of the user's trusted device hashes |
 //! | `Pmfa:{<challenge>}` | MFA challenge, JSON (code hash, attempts), expiring with it |
+//! | `Psso:{<state hash>}` | a started single sign-on login, JSON, expiring with it |
 //! | `Prl:<bucket>:<ip>` | rate-limit state (GCRA theoretical arrival time, ms) |
 //! | `Paf:{<account>}` | sign-in attempts on an account (hash of its email), expiring with the window |
 //! | `Paf:{<account>}:<ip>` | sign-in attempts on that account from one address |
@@ -27,6 +30,7 @@ mod conn;
 mod keys;
 mod limits;
 mod listener;
+mod logins;
 mod mfa;
 mod scripts;
 mod seed;

@@ -9,7 +9,8 @@ const CREATE_SESSION: &str = include_str!("scripts/create_session.lua");
 /// Move a live session's expiry (record and key TTL together); 0 when it is gone.
 const EXTEND_SESSION: &str = include_str!("scripts/extend_session.lua");
 
-/// Claim the email, then write the user and the organization; 0 when the email is taken.
+/// Claim the email, then write the user and their new organization, if any; 0 when the email
+/// is taken.
 const CREATE_USER: &str = include_str!("scripts/create_user.lua");
 
 const REVOKE_SESSION: &str = include_str!("scripts/revoke_session.lua");
@@ -32,11 +33,16 @@ const ATTEMPT: &str = include_str!("scripts/attempt.lua");
 /// window starts with its first attempt.
 const RESERVE_ATTEMPT: &str = include_str!("scripts/reserve_attempt.lua");
 
+/// Link an identity-provider account to a user, unless the account is linked already (its
+/// owner comes back) or the user has another account at that issuer.
+const LINK_IDENTITY: &str = include_str!("scripts/link_identity.lua");
+
 pub(super) struct Scripts {
     pub(super) attempt: Script,
     pub(super) create_user: Script,
     pub(super) create_session: Script,
     pub(super) extend_session: Script,
+    pub(super) link_identity: Script,
     pub(super) revoke_session: Script,
     pub(super) revoke_user: Script,
     pub(super) rate_limit: Script,
@@ -50,6 +56,7 @@ impl Scripts {
             create_user: Script::new(CREATE_USER),
             create_session: Script::new(CREATE_SESSION),
             extend_session: Script::new(EXTEND_SESSION),
+            link_identity: Script::new(LINK_IDENTITY),
             revoke_session: Script::new(REVOKE_SESSION),
             revoke_user: Script::new(REVOKE_USER),
             rate_limit: Script::new(RATE_LIMIT),

@@ -10,8 +10,8 @@ use crate::store::cache::Event;
 use crate::store::users_file::UsersFile;
 
 impl RedisStore {
-    /// Load a users file into Redis (`authgate users import`): organizations, users and the
-    /// email index, replacing records with the same id. Returns (users, organizations).
+    /// Load a users file into Redis (`authgate users import`): organizations, users, the
+    /// email index and identity links, replacing records with the same id. Returns (users, organizations).
     pub async fn import(&self, file: &UsersFile) -> Result<(usize, usize), StoreError> {
         let keys = &self.inner.keys;
         let mut conn = self.conn();
@@ -28,6 +28,12 @@ impl RedisStore {
             }
             pipe.set(keys.user(&user.id), to_json(user)?).ignore();
             pipe.set(keys.email(&user.email), &user.id).ignore();
+        }
+        for link in &file.links {
+            pipe.set(keys.identity(&link.issuer, &link.subject), &link.user)
+                .ignore();
+            pipe.set(keys.user_identity(&link.issuer, &link.user), &link.subject)
+                .ignore();
         }
         // Every key above carries the {users} tag, so the transaction stays in one slot.
         pipe.atomic();
@@ -60,6 +66,12 @@ impl RedisStore {
         for user in &file.users {
             pipe.set_nx(keys.email(&user.email), &user.id);
             pipe.set_nx(keys.user(&user.id), to_json(user)?).ignore();
+        }
+        for link in &file.links {
+            pipe.set_nx(keys.identity(&link.issuer, &link.subject), &link.user)
+                .ignore();
+            pipe.set_nx(keys.user_identity(&link.issuer, &link.user), &link.subject)
+                .ignore();
         }
         pipe.atomic();
         let added: Vec<bool> =
