@@ -1,4 +1,4 @@
-//! Logging setup and token redaction: no log line ever carries a token.
+//! Logging setup and redaction: no log line ever carries a token, code or other secret.
 
 use std::borrow::Cow;
 
@@ -16,15 +16,32 @@ pub fn init() {
         .try_init();
 }
 
-/// The URI as it may be logged: the value of every `token` query parameter (its name read
-/// percent-decoded, with `&` or `;` between parameters) and anything else that looks like a
-/// JWT, wherever it sits in the path or query, replaced by `REDACTED`.
+/// Query parameters whose values are secrets: the gateway's own `token`, and what an OAuth or
+/// OpenID Connect authorization response carries (an app's single sign-on page, proxied
+/// through the gateway, receives `?code=...&state=...`).
+const SECRET_PARAMETERS: [&str; 9] = [
+    "token",
+    "code",
+    "state",
+    "id_token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "code_verifier",
+    "session_state",
+];
+
+/// The URI as it may be logged: the value of every secret query parameter (`token`, `code`,
+/// `state`, ...: its name read percent-decoded, with `&` or `;` between parameters) and anything
+/// else that looks like a JWT, wherever it sits in the path or query, replaced by `REDACTED`.
 pub fn redact_uri(uri: &Uri) -> Cow<'_, str> {
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Some(query) = uri.query() else {
         return redact_jwts(path_and_query);
     };
-    let by_name = if query.contains('%') || query.to_ascii_lowercase().contains("token") {
+    let pairs = || query.split(['&', ';']);
+    let by_name = if pairs().any(|pair| pair.split_once('=').is_some_and(|(k, _)| is_secret_key(k)))
+    {
         let mut out = String::with_capacity(path_and_query.len());
         out.push_str(uri.path());
         out.push('?');
@@ -33,7 +50,7 @@ pub fn redact_uri(uri: &Uri) -> Cow<'_, str> {
             let end = rest.find(['&', ';']).unwrap_or(rest.len());
             let pair = &rest[..end];
             match pair.split_once('=') {
-                Some((key, _)) if is_token_key(key) => {
+                Some((key, _)) if is_secret_key(key) => {
                     out.push_str(key);
                     out.push_str("=REDACTED");
                 }
@@ -55,12 +72,19 @@ pub fn redact_uri(uri: &Uri) -> Cow<'_, str> {
     }
 }
 
-fn is_token_key(key: &str) -> bool {
-    // Also catches percent-encoded spellings such as `%74oken`.
+fn is_secret_key(key: &str) -> bool {
+    if !key.contains(['%', '+']) {
+        return SECRET_PARAMETERS
+            .iter()
+            .any(|s| key.eq_ignore_ascii_case(s));
+    }
+    // Percent-encoded spellings such as `%74oken`.
     let decoded: String = form_urlencoded::parse(key.as_bytes())
         .map(|(k, _)| k.into_owned())
         .collect();
-    decoded.eq_ignore_ascii_case("token")
+    SECRET_PARAMETERS
+        .iter()
+        .any(|s| decoded.eq_ignore_ascii_case(s))
 }
 
 /// Replace every run that looks like a JWT: it starts with `eyJ` (the base64url of `{"`, how
@@ -115,6 +139,16 @@ mod tests {
         assert_eq!(r("/a"), "/a");
         assert_eq!(r("/a?tokens=1"), "/a?tokens=1");
         assert_eq!(r("/a?b=1;token=x&c=2"), "/a?b=1;token=REDACTED&c=2");
+    }
+
+    #[test]
+    fn authorization_responses_are_redacted() {
+        assert_eq!(
+            r("/sso/callback?code=SplxlOBe&state=af0ifj&iss=https%3A%2F%2Fidp"),
+            "/sso/callback?code=REDACTED&state=REDACTED&iss=https%3A%2F%2Fidp"
+        );
+        assert_eq!(r("/a?%63ode=x&codes=1"), "/a?%63ode=REDACTED&codes=1");
+        assert_eq!(r("/a#id_token=x"), "/a");
     }
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJfaWQiOiJ1In0.c2lnbmF0dXJl";
