@@ -318,39 +318,43 @@ impl Sso {
             .ok_or(SsoError::Failed("the provider sent no ID token"))
     }
 
-    /// Keep every provider's documents fresh: retry the unreachable ones with a growing pause
-    /// (1 s to 30 s), and refetch the others every `REFRESH_EVERY`.
+    /// Keep every provider's documents fresh and its reachability known: a provider that
+    /// answers is asked again every `CHECK_EVERY` (its keys every `KEYS_EVERY`); one that does
+    /// not is retried after a growing pause (1 s to 30 s).
     pub async fn refresh_forever(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        const REFRESH_EVERY: Duration = Duration::from_secs(600);
+        const CHECK_EVERY: Duration = Duration::from_secs(30);
+        const KEYS_EVERY: Duration = Duration::from_secs(600);
         const MAX_PAUSE: Duration = Duration::from_secs(30);
-        let mut pause = vec![Duration::from_secs(1); self.providers.len()];
-        let mut due = vec![tokio::time::Instant::now(); self.providers.len()];
         if self.providers.is_empty() {
             return;
         }
+        let start = tokio::time::Instant::now();
+        let mut pause = vec![Duration::from_secs(1); self.providers.len()];
+        let mut due = vec![start; self.providers.len()];
+        let mut keys_due = vec![start; self.providers.len()];
         loop {
-            let next = due
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or_else(tokio::time::Instant::now);
+            let next = due.iter().min().copied().unwrap_or(start);
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep_until(next) => {}
             }
-            let now = tokio::time::Instant::now();
             for (i, provider) in self.providers.iter().enumerate() {
+                let now = tokio::time::Instant::now();
                 if due[i] > now {
                     continue;
                 }
-                if provider.refresh(&self.http).await {
+                let keys = keys_due[i] <= now;
+                if provider.refresh(&self.http, keys).await {
                     if pause[i] > Duration::from_secs(1) {
-                        tracing::info!(provider = %provider.name(), "identity provider reachable");
+                        tracing::info!(provider = %provider.name(), "identity provider reachable again");
                     }
                     pause[i] = Duration::from_secs(1);
-                    due[i] = tokio::time::Instant::now() + REFRESH_EVERY;
+                    due[i] = now + CHECK_EVERY;
+                    if keys {
+                        keys_due[i] = now + KEYS_EVERY;
+                    }
                 } else {
-                    due[i] = tokio::time::Instant::now() + pause[i];
+                    due[i] = now + pause[i];
                     pause[i] = (pause[i] * 2).min(MAX_PAUSE);
                 }
             }

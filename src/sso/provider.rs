@@ -101,15 +101,17 @@ impl Provider {
         self.reachable.store(yes, Ordering::Relaxed);
     }
 
-    /// The discovery document, fetched now if it never was. A provider that failed less than a
-    /// second ago fails again at once, so that a dead provider does not hold every login for
-    /// the full deadline.
+    /// The discovery document, fetched now if it never was or the provider stopped answering
+    /// (so logins fail with 502 while it is down, and work again the moment it answers). A
+    /// provider that failed less than a second ago fails again at once, so that a dead provider
+    /// does not hold every login for the full deadline.
     pub async fn discovery(&self, http: &reqwest::Client) -> Result<Arc<Discovery>, SsoError> {
-        if let Some(d) = self.discovery.load_full() {
+        let usable = || self.discovery.load_full().filter(|_| self.is_reachable());
+        if let Some(d) = usable() {
             return Ok(d);
         }
         let mut fetches = self.fetching.lock().await;
-        if let Some(d) = self.discovery.load_full() {
+        if let Some(d) = usable() {
             return Ok(d);
         }
         if fetches
@@ -153,11 +155,19 @@ impl Provider {
         Ok(discovery)
     }
 
-    /// Refresh in the background: the documents again, or a first fetch. Returns whether the
-    /// provider answered.
-    pub async fn refresh(&self, http: &reqwest::Client) -> bool {
+    /// Refresh in the background: the discovery document, and the keys too when `keys` is set
+    /// or the provider was never reached. Returns whether the provider answered.
+    pub async fn refresh(&self, http: &reqwest::Client, keys: bool) -> bool {
         let mut fetches = self.fetching.lock().await;
-        match self.fetch_all(http).await {
+        let outcome = if keys || !self.is_discovered() {
+            self.fetch_all(http).await.map(drop)
+        } else {
+            self.fetch_discovery(http).await.map(|d| {
+                self.discovery.store(Some(Arc::new(d)));
+                self.answered(true);
+            })
+        };
+        match outcome {
             Ok(_) => {
                 fetches.failed_at = None;
                 true
