@@ -180,6 +180,19 @@ org = "o1"
     }
 
     #[test]
+    fn links_name_existing_users_once() {
+        let link = "\n[[links]]\nissuer = \"https://idp\"\nsubject = \"s1\"\nuser = \"u1\"\n";
+        let f = UsersFile::parse(&format!("{SAMPLE}{link}"), Path::new("u.toml")).unwrap();
+        assert_eq!(f.links[0].subject, "s1");
+        let text = format!("{SAMPLE}{}", link.replace("u1", "u9"));
+        let err = UsersFile::parse(&text, Path::new("u.toml")).unwrap_err();
+        assert!(err.to_string().contains("links[0].user"), "{err}");
+        let twice = format!("{SAMPLE}{link}{link}");
+        let err = UsersFile::parse(&twice, Path::new("u.toml")).unwrap_err();
+        assert!(err.to_string().contains("links[1]"), "{err}");
+    }
+
+    #[test]
     fn save_then_load_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");

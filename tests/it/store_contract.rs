@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use crate::common::{RedisServer, now};
 use authgate::config::RedisSettings;
-use authgate::model::{AccountType, Challenge, Family, Org, Session, Status, User};
+use authgate::model::{
+    AccountType, Challenge, Family, IdentityLink, Org, PendingLogin, Session, Status, User,
+};
 use authgate::store::cache::{Cache, Cached};
-use authgate::store::memory::{MemoryMfa, MemorySessions, MemoryUsers};
+use authgate::store::memory::{MemoryLogins, MemoryMfa, MemorySessions, MemoryUsers};
 use authgate::store::redis::RedisStore;
 use authgate::store::users_file::UsersFile;
 use authgate::store::{
-    Attempt, ChallengeStore, DeviceStore, LimitStore, SessionStore, StoreError, UserStore,
+    Attempt, ChallengeStore, Claim, DeviceStore, LimitStore, Linked, LoginStore, SessionStore,
+    StoreError, UserStore,
 };
 
 /// A Redis store on a fresh `redis-server`; the server lives as long as the returned guard.
@@ -222,6 +225,118 @@ async fn users_contract(store: &dyn UserStore) {
         .await
         .unwrap();
     assert!(store.user_by_id("u1").await.unwrap().unwrap().mfa_enabled);
+
+    // A user joining an existing organization.
+    store
+        .create_user(None, user("u3", "c@b.c", "o1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_email("c@b.c").await.unwrap().unwrap().org,
+        "o1"
+    );
+
+    // Identity links: one user per provider account, one account per user and issuer.
+    let link = |subject: &str, user: &str| IdentityLink {
+        issuer: "https://idp.example".into(),
+        subject: subject.into(),
+        user: user.into(),
+    };
+    assert_eq!(
+        store
+            .user_id_by_identity("https://idp.example", "s1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.link_identity(link("s1", "u1")).await.unwrap(),
+        Linked::Owner("u1".into())
+    );
+    assert_eq!(
+        store
+            .user_id_by_identity("https://idp.example", "s1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("u1")
+    );
+    assert_eq!(
+        store.link_identity(link("s1", "u3")).await.unwrap(),
+        Linked::Owner("u1".into()),
+        "a linked account keeps its user"
+    );
+    assert_eq!(
+        store.link_identity(link("s2", "u1")).await.unwrap(),
+        Linked::Conflict,
+        "a second account at the same issuer"
+    );
+    assert_eq!(
+        store
+            .user_id_by_identity("https://idp.example", "s2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .user_id_by_identity("https://other.example", "s1")
+            .await
+            .unwrap(),
+        None,
+        "the issuer is part of the identity"
+    );
+}
+
+fn pending(binding: &str, expires_at: i64) -> PendingLogin {
+    PendingLogin {
+        provider: "p".into(),
+        nonce: "n".into(),
+        verifier: "v".into(),
+        binding: binding.into(),
+        expires_at,
+    }
+}
+
+async fn logins_contract(store: &dyn LoginStore) {
+    let t = now();
+    store.put_login("k1", pending("b1", t + 60)).await.unwrap();
+    assert_eq!(
+        store.take_login("k1", "b2", t).await.unwrap(),
+        Claim::OtherBrowser
+    );
+    assert_eq!(
+        store.take_login("k1", "b1", t).await.unwrap(),
+        Claim::Taken(pending("b1", t + 60)),
+        "another browser's attempt leaves it for its own"
+    );
+    assert_eq!(
+        store.take_login("k1", "b1", t).await.unwrap(),
+        Claim::Unknown,
+        "single use"
+    );
+    store.put_login("k2", pending("b1", t + 60)).await.unwrap();
+    assert_eq!(
+        store.take_login("k2", "b1", t + 60).await.unwrap(),
+        Claim::Unknown,
+        "expired"
+    );
+    assert_eq!(
+        store.take_login("nope", "b1", t).await.unwrap(),
+        Claim::Unknown
+    );
+
+    // Racing callbacks with the same state: exactly one wins.
+    store.put_login("k3", pending("b1", t + 60)).await.unwrap();
+    let (a, b) = tokio::join!(
+        store.take_login("k3", "b1", t),
+        store.take_login("k3", "b1", t)
+    );
+    let taken = [a.unwrap(), b.unwrap()]
+        .iter()
+        .filter(|c| matches!(c, Claim::Taken(_)))
+        .count();
+    assert_eq!(taken, 1);
 }
 
 async fn limits_contract(store: &dyn LimitStore) {
@@ -295,6 +410,17 @@ async fn memory_users() {
 async fn redis_users() {
     let (_server, store) = redis().await;
     users_contract(&store).await;
+}
+
+#[tokio::test]
+async fn memory_logins() {
+    logins_contract(&MemoryLogins::default()).await;
+}
+
+#[tokio::test]
+async fn redis_logins() {
+    let (_server, store) = redis().await;
+    logins_contract(&store).await;
 }
 
 /// The memory backend keeps limits in process (`ratelimit`); Redis shares them.
