@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::{Value, json};
 
+/// Bind every field where it is used: a `..` pattern would stop the rest at once.
 struct Setup {
     gw: Gateway,
     up: Upstream,
@@ -338,7 +339,11 @@ async fn get_start_redirects_to_the_provider_with_pkce_and_a_binding_cookie() {
 
 #[tokio::test]
 async fn two_tabs_of_one_browser_both_finish() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let (url1, cookie) = sso_start(&gw, PROVIDER).await;
     let (url2, cookie2) = sso_start_in(&gw, PROVIDER, Some(&cookie)).await;
     assert_eq!(cookie, cookie2, "the browser's cookie is kept");
@@ -428,7 +433,11 @@ async fn an_expired_state_is_refused() {
 
 #[tokio::test]
 async fn the_iss_parameter_must_name_the_provider() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let flow = sso_authorize(&gw, &provider, account::JOHN).await;
     let a = sso_callback_body(
         &gw,
@@ -462,7 +471,11 @@ async fn a_code_the_provider_refuses_is_refused() {
 
 #[tokio::test]
 async fn malformed_callbacks_and_starts_are_bad_requests() {
-    let Setup { gw, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider: _provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let (_, cookie) = sso_start(&gw, PROVIDER).await;
     for body in [
         json!({}),
@@ -482,7 +495,11 @@ async fn malformed_callbacks_and_starts_are_bad_requests() {
 
 #[tokio::test]
 async fn an_unknown_provider_is_refused() {
-    let Setup { gw, up, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        up,
+        provider: _provider,
+    } = setup(DOMAINS).await;
     let a = sso_start_raw(&gw, "nope", None).await;
     assert_error(&a, 400, "Bad Request", "Unknown identity provider");
     assert!(
@@ -614,7 +631,11 @@ async fn a_verified_email_without_an_account_is_forbidden() {
 
 #[tokio::test]
 async fn email_letter_case_does_not_matter_when_linking() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let a = sso_login(&gw, &provider, account::JOHN_UPPER).await;
     let token = token_of(&a);
     assert_eq!(claims(&token)["_id"], USER_ID);
@@ -849,7 +870,11 @@ async fn id_token_for_several_audiences_authorized_for_another_party() {
 /// The counterpart of the two above: several audiences are fine when `azp` names us.
 #[tokio::test]
 async fn id_token_for_several_audiences_authorized_for_us_is_accepted() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let flow = sso_authorize(&gw, &provider, account::JOHN).await;
     provider
         .next_id_token(json!({"claims": {"aud": [CLIENT_ID, "other"], "azp": CLIENT_ID}}))
@@ -863,7 +888,11 @@ async fn id_token_for_several_audiences_authorized_for_us_is_accepted() {
 
 #[tokio::test]
 async fn keys_rotated_at_the_provider_while_the_gateway_runs() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     // The gateway has the first key cached after this.
     token_of(&sso_login(&gw, &provider, account::JOHN).await);
     let first = provider.keys().await["active_kid"].clone();
@@ -952,7 +981,11 @@ async fn a_provider_that_goes_away_mid_login_answers_502() {
 
 #[tokio::test]
 async fn no_secret_reaches_the_log() {
-    let Setup { gw, provider, .. } = setup(DOMAINS).await;
+    let Setup {
+        gw,
+        provider,
+        up: _up,
+    } = setup(DOMAINS).await;
     let mut secrets: Vec<String> = vec![CLIENT_SECRET.to_string()];
 
     let flow = sso_authorize(&gw, &provider, account::JOHN).await;
