@@ -18,5 +18,6 @@ mod routes;
 mod sessions;
 mod several_instances;
 mod signin;
+mod sso;
 mod store_contract;
 mod tokens;

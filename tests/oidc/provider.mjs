@@ -382,5 +382,12 @@ const shutdown = (sig) => {
 };
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
+// OIDC_EXIT_ON_STDIN_EOF=1: exit when stdin closes, so a test runner that dies (even by
+// SIGKILL) leaves no provider behind. The runner keeps stdin open while it needs the provider.
+if (process.env.OIDC_EXIT_ON_STDIN_EOF === '1') {
+  process.stdin.on('end', () => shutdown('end of stdin'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
 
 process.stdout.write(`READY ${issuer}\n`);

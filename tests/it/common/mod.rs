@@ -15,6 +15,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+pub mod oidc;
+pub use oidc::*;
+
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const EMAIL: &str = "john.doe@mydomain.com";
 pub const PASSWORD: &str = "iLovePria123";
