@@ -83,9 +83,13 @@ fn digest(value: &str) -> String {
 
 impl Sso {
     pub fn new(settings: &SsoSettings) -> Result<Sso, reqwest::Error> {
-        // Back-channel calls follow no redirect, and each has the configured deadline.
+        // Back-channel calls follow no redirect, and each has the configured deadline. Idle
+        // connections are dropped after a second: calls are rare (a login, a key refresh), and
+        // a connection the provider is closing must not be picked for the code exchange, which
+        // cannot be retried.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(1))
             .timeout(settings.http_timeout)
             .connect_timeout(settings.http_timeout)
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))

@@ -354,12 +354,18 @@ fn key_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
 /// GET a JSON document from the provider. The reason of a failure names the URL and what went
 /// wrong, never a body.
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let resp = http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| describe(&e))?;
+    let send = || {
+        http.get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+    };
+    // A GET is safe to repeat: once, when the connection failed without a timeout (a kept-alive
+    // connection the provider closed just then, say).
+    let resp = match send().await {
+        Err(e) if !e.is_timeout() && (e.is_connect() || e.is_request()) => send().await,
+        other => other,
+    }
+    .map_err(|e| describe(&e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("{url} answered {status}"));
