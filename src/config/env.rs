@@ -10,7 +10,7 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 /// Environment variables over the file: `JWT_SECRET`, `JWT_VALIDITY_SEC`, `MFA_SUPER_MANDATORY`,
-/// `REDIS_URL`, and `SSO_<NAME>_CLIENT_SECRET` for each single sign-on provider.
+/// `REDIS_URL`, `ADMIN_TOKEN`, and `SSO_<NAME>_CLIENT_SECRET` for each single sign-on provider.
 pub(super) fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
     if let Some(secret) = env("JWT_SECRET") {
         raw.token.secret = Some(secret);
@@ -24,6 +24,9 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) {
             flag.trim().to_ascii_lowercase().as_str(),
             "true" | "1" | "yes" | "on"
         );
+    }
+    if let Some(token) = env("ADMIN_TOKEN") {
+        raw.admin.token = Some(token);
     }
     if let Some(url) = env("REDIS_URL") {
         let urls: Vec<String> = url

@@ -233,6 +233,65 @@ mod tests {
     }
 
     #[test]
+    fn operations_keys_are_validated_naming_the_key() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        let env = |k: &str| (k == "ADMIN_TOKEN").then(|| "admin-token-from-env".to_string());
+        let cfg = Config::from_toml(
+            &format!(
+                "[server]\naccess_log_format = \"json\"\n\
+                 [[token.keys]]\nkid = \"2026-11\"\nsecret = \"{KEY}\"\n\
+                 [cors]\nallowed_origins = [\"https://App.example.com\", \"http://localhost:5173\"]\n"
+            ),
+            "t",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.access_log_format, AccessLogFormat::Json);
+        assert_eq!(cfg.admin.token.as_deref(), Some("admin-token-from-env"));
+        assert!(!format!("{:?}", cfg.admin).contains("from-env"));
+        assert_eq!(cfg.token.keys[0].kid, "2026-11");
+        assert!(!format!("{:?}", cfg.token).contains(KEY));
+        assert_eq!(
+            cfg.cors.allowed_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert!(cfg.cors.allow_credentials && !cfg.cors.any_origin);
+        assert!(load("").unwrap().admin.token.is_none());
+
+        for (text, key) in [
+            ("[admin]\ntoken = \"short\"\n".to_string(), "admin.token"),
+            (
+                "[[token.keys]]\nkid = \"a\"\nsecret = \"short\"\n".into(),
+                "token.keys[0].secret",
+            ),
+            (
+                format!(
+                    "[[token.keys]]\nkid = \"a\"\nsecret = \"{KEY}\"\n\
+                     [[token.keys]]\nkid = \"a\"\nsecret = \"{KEY}\"\n"
+                ),
+                "token.keys[1].kid",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"https://a.example/app\"]\n".into(),
+                "cors.allowed_origins[0]",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"*\"]\n".into(),
+                "cors.allowed_origins",
+            ),
+            (
+                "[server]\naccess_log_format = \"xml\"\n".into(),
+                "server.access_log_format",
+            ),
+        ] {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "expected {key} in: {err}");
+        }
+        let any = load("[cors]\nallowed_origins = [\"*\"]\nallow_credentials = false\n").unwrap();
+        assert!(any.cors.any_origin);
+    }
+
+    #[test]
     fn route_must_name_known_upstream() {
         let err = load("[[routes]]\nprefix = \"/\"\nupstream = \"nope\"\n").unwrap_err();
         assert!(err.to_string().contains("routes[0].upstream"), "{err}");

@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub register: RawRegister,
     pub mfa: RawMfa,
     pub sso: RawSso,
+    pub cors: RawCors,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -57,6 +58,18 @@ pub struct RawServer {
     pub keepalive_timeout_secs: u64,
     pub header_timeout_secs: u64,
     pub max_connections_per_ip: usize,
+    pub access_log_format: AccessLogFormat,
+}
+
+/// `server.access_log_format`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One `key=value` line per request, through the log's usual formatter.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What happens to request headers whose name contains `_` (nginx: `underscores_in_headers`).
@@ -87,6 +100,7 @@ impl Default for RawServer {
             keepalive_timeout_secs: 60,
             header_timeout_secs: 10,
             max_connections_per_ip: 256,
+            access_log_format: AccessLogFormat::Text,
         }
     }
 }
@@ -95,12 +109,15 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub listen: String,
+    /// Enables the admin API (`POST /admin/revoke`); or the environment variable `ADMIN_TOKEN`.
+    pub token: Option<String>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "127.0.0.1:9090".into(),
+            token: None,
         }
     }
 }
@@ -110,6 +127,8 @@ impl Default for RawAdmin {
 pub struct RawToken {
     pub secret: Option<String>,
     pub validity_secs: u64,
+    /// Signing keys with ids, newest first: new tokens are signed with the first.
+    pub keys: Vec<RawTokenKey>,
 }
 
 impl Default for RawToken {
@@ -117,6 +136,39 @@ impl Default for RawToken {
         RawToken {
             secret: None,
             validity_secs: 21_600,
+            keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenKey {
+    pub kid: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    pub allowed_origins: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub max_age_secs: u64,
+    pub allow_credentials: bool,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        RawCors {
+            allowed_origins: Vec::new(),
+            allowed_headers: vec![
+                "content-type".into(),
+                "authorization".into(),
+                "x-access-token".into(),
+                "x-request-id".into(),
+            ],
+            max_age_secs: 600,
+            allow_credentials: true,
         }
     }
 }
@@ -240,6 +292,9 @@ pub struct RawRoute {
     pub org_tiers: Option<Vec<String>>,
     #[serde(default)]
     pub org_ids: Option<Vec<String>>,
+    /// Answer CORS for this route too (the gateway's own endpoints always do).
+    #[serde(default)]
+    pub cors: bool,
 }
 
 fn default_auth() -> AuthMode {

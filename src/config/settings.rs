@@ -10,10 +10,13 @@ use ipnet::IpNet;
 
 use crate::model::AccountType;
 
-pub use super::raw::UnderscoreHeaders;
+pub use super::raw::{AccessLogFormat, UnderscoreHeaders};
 
 /// A secret shorter than this is refused: HS256 needs at least 256 bits of key.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// An admin token shorter than this is refused.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// Retry buffering in Pingora holds at most 64 KiB, so a body that is read for a token and then
 /// forwarded cannot be larger than that.
@@ -30,6 +33,7 @@ pub struct Config {
     pub register: RegisterSettings,
     pub mfa: MfaSettings,
     pub sso: SsoSettings,
+    pub cors: CorsSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// Things an operator should hear about at start (and from `check-config`).
@@ -57,11 +61,43 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Open connections per client address (trusted proxies exempt); 0 = no limit.
     pub max_connections_per_ip: usize,
+    pub access_log_format: AccessLogFormat,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// The bearer token of the admin API; `None` leaves the API out (its paths are 404).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// CORS for the gateway's own endpoints, and for routes that opt in.
+#[derive(Debug, Clone)]
+pub struct CorsSettings {
+    /// Exact origins (`scheme://host[:port]`, lower-cased); empty: no cross-origin access.
+    pub allowed_origins: Vec<String>,
+    /// `"*"` was listed: any origin, and then never with credentials.
+    pub any_origin: bool,
+    /// Lower-cased request headers a preflight may ask for.
+    pub allowed_headers: Vec<String>,
+    pub max_age: Duration,
+    pub allow_credentials: bool,
+}
+
+/// A signing key with its id, for `[[token.keys]]`.
+#[derive(Clone)]
+pub struct TokenKey {
+    pub kid: String,
+    pub secret: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -70,6 +106,9 @@ pub struct TokenSettings {
     /// True when no secret was configured and a random one was made for this process.
     pub secret_generated: bool,
     pub validity: Duration,
+    /// Keys with ids, newest first. Tokens are signed with the first (carrying its `kid`) when
+    /// there is one, else with `secret`; a token without `kid` is checked with `secret`.
+    pub keys: Vec<TokenKey>,
 }
 
 impl std::fmt::Debug for TokenSettings {
@@ -78,6 +117,10 @@ impl std::fmt::Debug for TokenSettings {
             .field("secret", &"<redacted>")
             .field("secret_generated", &self.secret_generated)
             .field("validity", &self.validity)
+            .field(
+                "keys",
+                &self.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -164,6 +207,8 @@ pub struct RouteSettings {
     pub org_tiers: Option<Vec<String>>,
     /// Only callers whose organization is one of these may pass.
     pub org_ids: Option<Vec<String>>,
+    /// CORS answered for this route as for the gateway's own endpoints.
+    pub cors: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -41,6 +41,18 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     let server = server(&v, &raw.server)?;
     let admin = AdminSettings {
         listen: v.addr("admin.listen", &raw.admin.listen)?,
+        token: match raw.admin.token.clone() {
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_BYTES => {
+                return Err(v.err(
+                    "admin.token",
+                    format!(
+                        "is {} bytes; at least {MIN_ADMIN_TOKEN_BYTES} are required (also check ADMIN_TOKEN)",
+                        t.len()
+                    ),
+                ));
+            }
+            other => other,
+        },
     };
     if admin.listen == server.listen {
         return Err(v.err("admin.listen", "must differ from server.listen"));
@@ -55,6 +67,7 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     };
     let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
     let sso = sso(&v, raw.sso)?;
+    let cors = cors(&v, raw.cors)?;
     let upstreams = upstreams(&v, raw.upstreams)?;
     let routes = routes(&v, raw.routes, &upstreams)?;
     Ok(Config {
@@ -67,6 +80,7 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         register,
         mfa,
         sso,
+        cors,
         upstreams,
         routes,
         warnings,
@@ -118,6 +132,7 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
         upstream_connect_timeout: Duration::from_millis(s.upstream_connect_timeout_ms),
         upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
         access_log: s.access_log,
+        access_log_format: s.access_log_format,
         work_stealing: s.work_stealing,
         underscore_headers: s.underscore_headers,
         keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
@@ -156,10 +171,39 @@ fn token(
             Vec::new()
         }
     };
+    let mut keys: Vec<TokenKey> = Vec::with_capacity(t.keys.len());
+    for (i, k) in t.keys.iter().enumerate() {
+        if k.kid.is_empty() || k.kid.len() > 64 || k.kid.chars().any(|c| c.is_control()) {
+            return Err(v.err(
+                format!("token.keys[{i}].kid"),
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        if keys.iter().any(|o| o.kid == k.kid) {
+            return Err(v.err(
+                format!("token.keys[{i}].kid"),
+                format!("`{}` is used twice", k.kid),
+            ));
+        }
+        if k.secret.len() < MIN_SECRET_BYTES {
+            return Err(v.err(
+                format!("token.keys[{i}].secret"),
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_BYTES} are required",
+                    k.secret.len()
+                ),
+            ));
+        }
+        keys.push(TokenKey {
+            kid: k.kid.clone(),
+            secret: k.secret.clone().into_bytes(),
+        });
+    }
     Ok(TokenSettings {
         secret,
         secret_generated: false,
         validity: Duration::from_secs(t.validity_secs),
+        keys,
     })
 }
 
@@ -335,6 +379,7 @@ fn routes(
             allow_encoded_slashes: r.allow_encoded_slashes,
             org_tiers,
             org_ids,
+            cors: r.cors,
         });
     }
     Ok(routes)
@@ -605,6 +650,62 @@ fn sso(v: &Validator<'_>, raw: raw::RawSso) -> Result<SsoSettings, ConfigError> 
         start_per_minute,
         providers,
     })
+}
+
+fn cors(v: &Validator<'_>, c: raw::RawCors) -> Result<CorsSettings, ConfigError> {
+    let mut allowed_origins = Vec::with_capacity(c.allowed_origins.len());
+    let mut any_origin = false;
+    for (i, origin) in c.allowed_origins.iter().enumerate() {
+        if origin == "*" {
+            any_origin = true;
+            continue;
+        }
+        if !is_origin(origin) {
+            return Err(v.err(
+                format!("cors.allowed_origins[{i}]"),
+                format!(
+                    "`{origin}` is not an origin like https://app.example.com (scheme, host, optional port; no path)"
+                ),
+            ));
+        }
+        allowed_origins.push(origin.to_ascii_lowercase());
+    }
+    if any_origin && c.allow_credentials {
+        return Err(v.err(
+            "cors.allowed_origins",
+            "\"*\" cannot be combined with allow_credentials = true: list the origins",
+        ));
+    }
+    for (i, h) in c.allowed_headers.iter().enumerate() {
+        if h.is_empty() || h.parse::<http::HeaderName>().is_err() {
+            return Err(v.err(
+                format!("cors.allowed_headers[{i}]"),
+                format!("`{h}` is not a header name"),
+            ));
+        }
+    }
+    Ok(CorsSettings {
+        allowed_origins,
+        any_origin,
+        allowed_headers: c
+            .allowed_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        max_age: Duration::from_secs(c.max_age_secs),
+        allow_credentials: c.allow_credentials,
+    })
+}
+
+/// `scheme://host[:port]`, as browsers send it in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && origin.parse::<http::Uri>().is_ok()
 }
 
 fn is_cookie_name(name: &str) -> bool {
