@@ -69,6 +69,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("upstream unavailable")]
     BadGateway,
+    #[error("upstream did not answer in time")]
+    GatewayTimeout,
 }
 
 #[derive(Serialize)]
@@ -95,6 +97,7 @@ impl GatewayError {
             DeliveryFailed | BadGateway | Sso(SsoError::Unavailable { .. }) => {
                 StatusCode::BAD_GATEWAY
             }
+            GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Sso(SsoError::Failed(_)) => StatusCode::UNAUTHORIZED,
             Sso(SsoError::NoAccount) => StatusCode::FORBIDDEN,
             Sso(SsoError::UnknownProvider) => StatusCode::BAD_REQUEST,
@@ -175,6 +178,10 @@ impl GatewayError {
                 fixed(("Method Not Allowed", "Method not allowed on this endpoint"))
             }
             BadGateway => fixed(("Bad Gateway", "The upstream service is unavailable")),
+            GatewayTimeout => fixed((
+                "Gateway Timeout",
+                "The upstream service did not answer in time",
+            )),
             Sso(SsoError::Failed(why)) => ("SSO failed", Cow::Borrowed(*why)),
             Sso(SsoError::NoAccount) => {
                 fixed(("Forbidden", "No account is linked to this identity"))

@@ -191,6 +191,9 @@ impl ProxyHttp for Gateway {
                     "The request could not be read".into(),
                 )),
             },
+            (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, _) => {
+                Some(GatewayError::GatewayTimeout)
+            }
             _ => Some(GatewayError::BadGateway),
         };
         let code = match error {

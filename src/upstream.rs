@@ -67,7 +67,10 @@ impl Upstream {
         })
     }
 
-    /// The next healthy server, round robin, as the peer to connect to.
+    /// The next healthy server, round robin, as the peer to connect to. When every server is
+    /// marked down, the next one is tried anyway: the health check may simply not have seen it
+    /// come back yet (a server that was down at start serves as soon as it is up), and a server
+    /// that really is down costs one refused connection and a JSON 502.
     ///
     /// Pingora's `LoadBalancer::select` does the same through a hash set of visited backends
     /// and a clone of the chosen one, about 1.6k instructions a request; taking turns over the
@@ -78,6 +81,7 @@ impl Upstream {
         (0..n)
             .filter_map(|i| self.servers.get(start.wrapping_add(i) % n))
             .find(|(backend, _)| self.lb.backends().ready(backend))
+            .or_else(|| self.servers.get(start % n.max(1)))
             .map(|(_, peer)| peer)
     }
 }

@@ -167,6 +167,75 @@ async fn a_server_failing_its_health_check_gets_no_requests() {
 }
 
 #[tokio::test]
+async fn an_upstream_down_at_start_serves_as_soon_as_it_is_up() {
+    let up = Upstream::start();
+    let port = free_port();
+    // One server, checked only once a minute: the first check, at start, finds it down.
+    let routes = format!(
+        "[[upstreams]]\nname = \"late\"\nservers = [\"127.0.0.1:{port}\"]\n\
+         health_check_secs = 60\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"late\"\nauth = \"none\"\n"
+    );
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(routes),
+            ..Options::default()
+        },
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gw.log().contains("becomes unhealthy") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the health check never ran:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let a = get(gw.url("/x"), None).await;
+    assert_error(
+        &a,
+        502,
+        "Bad Gateway",
+        "The upstream service is unavailable",
+    );
+
+    // Up now, long before the next health check: served at once.
+    let late = Upstream::start_on(port);
+    let a = get(gw.url("/x"), None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(late.count(), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_is_a_json_504() {
+    let up = Upstream::start();
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let routes = format!(
+        "[[upstreams]]\nname = \"silent\"\nservers = [\"{}\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"silent\"\nauth = \"none\"\n",
+        silent.local_addr().unwrap()
+    );
+    let gw = Gateway::start(
+        &up,
+        Options {
+            routes: Some(routes),
+            server_section: "upstream_read_timeout_ms = 300\n".into(),
+            ..Options::default()
+        },
+    );
+    let a = get(gw.url("/x"), None).await;
+    assert_error(
+        &a,
+        504,
+        "Gateway Timeout",
+        "The upstream service did not answer in time",
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn admin_listener_answers_healthz() {
     let up = Upstream::start();
     let gw = Gateway::start(&up, Options::default());

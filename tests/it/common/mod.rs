@@ -67,13 +67,23 @@ impl Upstream {
 
     /// An upstream (or webhook receiver) that answers every request with `status`.
     pub fn start_with_status(status: u16) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::serve(listener, status)
+    }
+
+    /// An upstream on a given port (one a gateway was already told about).
+    pub fn start_on(port: u16) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind upstream port");
+        Self::serve(listener, 200)
+    }
+
+    fn serve(listener: TcpListener, status: u16) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let record = Arc::clone(&seen);
