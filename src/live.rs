@@ -25,7 +25,7 @@ pub struct Live {
 impl Live {
     pub fn build(config: Config, limits: Option<Arc<dyn LimitStore>>) -> std::io::Result<Live> {
         Ok(Live {
-            keys: JwtKeys::new(&config.token.secret),
+            keys: JwtKeys::with_keys(&config.token.secret, &config.token.keys),
             router: Router::build(&config, limits.clone())?,
             auth_limiter: RateLimiter::new(
                 "auth",

@@ -164,9 +164,11 @@ fn token(
         }
         Some(secret) => secret.into_bytes(),
         None => {
-            warnings.push(
-                "token.secret is not set: using a random secret, so tokens will not survive a restart and instances will not share them".into(),
-            );
+            if t.keys.is_empty() {
+                warnings.push(
+                    "token.secret is not set: using a random secret, so tokens will not survive a restart and instances will not share them".into(),
+                );
+            }
             // Made at start-up (`Config::generate_missing_secret`), not here.
             Vec::new()
         }

@@ -1,5 +1,9 @@
 //! HS256 issue and verification, with the algorithm pinned and expiry checked against a given time.
 //!
+//! Keys rotate through `[[token.keys]]`: tokens are signed with the first key and carry its
+//! `kid`; a token is checked with the key its `kid` names (an unknown `kid` is a bad signature),
+//! or with `token.secret` when it names none, as every token issued before keys existed.
+//!
 //! A token that verified once is remembered (matched on its full text), so the requests that
 //! follow with the same token skip the base64, JSON and HMAC work; expiry is still checked
 //! against the clock on every use. Only exact byte-for-byte matches of a token that passed full
@@ -14,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tinyufo::TinyUfo;
 
+use crate::config::TokenKey;
 use crate::model::{AccountType, User};
 
 /// Why a token was not accepted (or could not be made).
@@ -106,7 +111,10 @@ struct Remembered {
 
 pub struct JwtKeys {
     encoding: EncodingKey,
+    /// For tokens without `kid`: `token.secret`.
     decoding: DecodingKey,
+    /// `[[token.keys]]`, by `kid`.
+    by_kid: Vec<(String, DecodingKey)>,
     header: Header,
     validation: Validation,
     verified: TinyUfo<u64, Arc<Remembered>>,
@@ -116,6 +124,11 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> JwtKeys {
+        JwtKeys::with_keys(secret, &[])
+    }
+
+    /// `secret` for tokens without `kid`; `keys` (newest first) sign and verify by `kid`.
+    pub fn with_keys(secret: &[u8], keys: &[TokenKey]) -> JwtKeys {
         // Only HS256 is accepted: a header naming `none` or any other algorithm is refused
         // before the signature is looked at.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -123,10 +136,22 @@ impl JwtKeys {
         validation.validate_exp = false;
         validation.leeway = 0;
         validation.required_spec_claims.clear();
+        let mut header = Header::new(Algorithm::HS256);
+        let encoding = match keys.first() {
+            Some(first) => {
+                header.kid = Some(first.kid.clone());
+                EncodingKey::from_secret(&first.secret)
+            }
+            None => EncodingKey::from_secret(secret),
+        };
         JwtKeys {
-            encoding: EncodingKey::from_secret(secret),
+            encoding,
             decoding: DecodingKey::from_secret(secret),
-            header: Header::new(Algorithm::HS256),
+            by_kid: keys
+                .iter()
+                .map(|k| (k.kid.clone(), DecodingKey::from_secret(&k.secret)))
+                .collect(),
+            header,
             validation,
             verified: TinyUfo::new(MAX_CACHED_TOKENS, MAX_CACHED_TOKENS),
             hasher: foldhash::fast::RandomState::default(),
@@ -160,13 +185,29 @@ impl JwtKeys {
 
     /// Full verification, without the cache.
     pub fn verify_uncached(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::InvalidSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    TokenError::InvalidAlgorithm
+        let key = if self.by_kid.is_empty() {
+            &self.decoding
+        } else {
+            let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+            match header.kid {
+                None => &self.decoding,
+                Some(kid) => self
+                    .by_kid
+                    .iter()
+                    .find(|(k, _)| *k == kid)
+                    .map(|(_, key)| key)
+                    .ok_or(TokenError::InvalidSignature)?,
+            }
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::InvalidSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                        TokenError::InvalidAlgorithm
+                    }
+                    _ => TokenError::Malformed,
                 }
-                _ => TokenError::Malformed,
             })?;
         if data.claims.exp <= now {
             return Err(TokenError::Expired);
@@ -306,6 +347,60 @@ mod tests {
         assert!(matches!(
             JwtKeys::new(SECRET).verify(&token, 1_500),
             Err(TokenError::InvalidAlgorithm)
+        ));
+    }
+
+    fn key(kid: &str, secret: &str) -> TokenKey {
+        TokenKey {
+            kid: kid.into(),
+            secret: secret.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn keys_rotate_by_kid() {
+        let old = JwtKeys::new(SECRET);
+        let legacy = old.issue(&claims(2_000)).unwrap();
+        let k1 = key("k1", "key-one-key-one-key-one-key-one-1");
+        let k2 = key("k2", "key-two-key-two-key-two-key-two-2");
+
+        let v1 = JwtKeys::with_keys(SECRET, &[k1.clone()]);
+        let t1 = v1.issue(&claims(2_000)).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&t1).unwrap().kid.as_deref(),
+            Some("k1")
+        );
+        assert!(v1.verify(&legacy, 1_500).is_ok(), "no kid: token.secret");
+
+        // k2 is added in front: new tokens carry k2, k1's still verify.
+        let v2 = JwtKeys::with_keys(SECRET, &[k2.clone(), k1.clone()]);
+        let t2 = v2.issue(&claims(2_000)).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&t2).unwrap().kid.as_deref(),
+            Some("k2")
+        );
+        assert!(v2.verify(&t1, 1_500).is_ok());
+        assert!(v2.verify(&t2, 1_500).is_ok());
+        assert!(v2.verify(&legacy, 1_500).is_ok());
+
+        // k1 removed: its tokens are refused, an unknown kid like a bad signature.
+        let v3 = JwtKeys::with_keys(SECRET, &[k2]);
+        assert!(matches!(
+            v3.verify(&t1, 1_500),
+            Err(TokenError::InvalidSignature)
+        ));
+        assert!(v3.verify(&t2, 1_500).is_ok());
+
+        // A kid naming a key does not make another key's signature valid.
+        let forged = {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("k2".into());
+            jsonwebtoken::encode(&header, &claims(2_000), &EncodingKey::from_secret(SECRET))
+                .unwrap()
+        };
+        assert!(matches!(
+            v3.verify(&forged, 1_500),
+            Err(TokenError::InvalidSignature)
         ));
     }
 
