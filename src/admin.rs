@@ -10,7 +10,9 @@ use pingora::protocols::http::ServerSession;
 
 use serde_json::json;
 
-use crate::sso::Sso;
+use arc_swap::ArcSwap;
+
+use crate::live::Live;
 use crate::store::StoreHealth;
 
 /// The OpenAPI 3.1 description of the gateway's own endpoints (`docs/openapi.json`).
@@ -18,7 +20,7 @@ pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
-    pub sso: Arc<Sso>,
+    pub live: Arc<ArcSwap<Live>>,
 }
 
 #[async_trait]
@@ -46,10 +48,11 @@ impl ServeHttp for Admin {
                 json!({"error": "Not Found", "message": "Unknown admin path"}),
             ),
         };
-        if session.req_header().uri.path() == "/readyz" && !self.sso.providers().is_empty() {
+        let live = self.live.load();
+        if session.req_header().uri.path() == "/readyz" && !live.sso.providers().is_empty() {
             // Informational: a provider that is down fails only its own logins, so it does not
             // make the gateway unready.
-            let providers: serde_json::Map<String, serde_json::Value> = self
+            let providers: serde_json::Map<String, serde_json::Value> = live
                 .sso
                 .providers()
                 .iter()

@@ -1,5 +1,5 @@
 //! The application state every handler works with: the live configuration, the stores,
-//! password hashing, the mailer and the identity providers. It knows nothing of Pingora; `proxy` holds one and hands
+//! and password hashing. It knows nothing of Pingora; `proxy` holds one and hands
 //! it to `endpoints` and `auth`.
 
 use std::sync::Arc;
@@ -7,9 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::live::Live;
-use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
-use crate::sso::Sso;
 use crate::store::{ChallengeStore, DeviceStore, LoginStore, SessionStore, UserStore};
 
 pub struct App {
@@ -20,7 +18,5 @@ pub struct App {
     pub devices: Arc<dyn DeviceStore>,
     /// Single sign-on logins between start and callback.
     pub logins: Arc<dyn LoginStore>,
-    pub sso: Arc<Sso>,
     pub passwords: Arc<Passwords>,
-    pub mailer: Arc<Mailer>,
 }

@@ -226,7 +226,11 @@ async fn challenge(
             attempts: 0,
         })
         .await?;
-    if let Err(e) = app.mailer.send(&user.email, &code, &id, mfa.code_ttl).await {
+    if let Err(e) = live
+        .mailer
+        .send(&user.email, &code, &id, mfa.code_ttl)
+        .await
+    {
         tracing::error!(user = %user.id, "verification code not delivered: {e}");
         app.challenges.delete_challenge(&id).await?;
         return Err(GatewayError::DeliveryFailed);
@@ -295,7 +299,6 @@ mod tests {
     use super::*;
     use crate::app::App;
     use crate::config::Config;
-    use crate::mfa::delivery::Mailer;
     use crate::password::{Passwords, hash_blocking};
     use crate::store::memory::{MemoryMfa, MemorySessions, MemoryUsers};
     use crate::store::users_file::UsersFile;
@@ -319,16 +322,13 @@ mod tests {
         )
         .unwrap();
         let mfa = Arc::new(MemoryMfa::default());
-        let config_sso = config.sso.clone();
         App {
-            mailer: Arc::new(Mailer::new(&config.mfa.delivery).unwrap()),
             live: Arc::new(ArcSwap::from_pointee(Live::build(config, None).unwrap())),
             users: Arc::new(MemoryUsers::new(file, None)),
             sessions: Arc::new(MemorySessions::default()),
             challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
             devices: mfa,
             logins: Arc::new(crate::store::memory::MemoryLogins::default()),
-            sso: Arc::new(crate::sso::Sso::new(&config_sso).unwrap()),
             passwords: Arc::new(Passwords::new(1, [])),
         }
     }

@@ -1,48 +1,117 @@
-//! The configuration in force and what is built from it (token keys, routes, limiters), held
-//! behind one `ArcSwap` in `app::App`: each request takes the whole of it at its start.
+//! The configuration in force and what is built from it (token keys, routes, limiters, the
+//! mailer, the identity providers), held behind one `ArcSwap` in `app::App`: each request takes
+//! the whole of it at its start, and a reload swaps in a new one at once.
+//!
+//! A reload builds the new `Live` from the previous one, keeping every part whose settings did
+//! not change: rate-limit counts, upstream health, the verified-token cache and what is known
+//! of each identity provider survive it.
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::mfa::delivery::Mailer;
 use crate::ratelimit::{FailureLimiter, RateLimiter};
+use crate::sso::Sso;
 use crate::store::LimitStore;
 use crate::token::JwtKeys;
 use crate::upstream::Router;
 
 pub struct Live {
     pub config: Config,
-    pub keys: JwtKeys,
+    pub keys: Arc<JwtKeys>,
     pub router: Router,
     /// Shared by every credential endpoint (`endpoints::Endpoint::is_credential`), keyed by
     /// client IP.
-    pub auth_limiter: RateLimiter,
+    pub auth_limiter: Arc<RateLimiter>,
     /// Single sign-on starts, keyed by client IP: each holds server-side state for a while.
-    pub sso_start_limiter: RateLimiter,
+    pub sso_start_limiter: Arc<RateLimiter>,
     /// Password attempts per account, shared through the limit store like the limits.
-    pub failures: FailureLimiter,
+    pub failures: Arc<FailureLimiter>,
+    /// Sends MFA codes (`mfa.delivery`).
+    pub mailer: Arc<Mailer>,
+    /// The OpenID Connect providers (`[[sso.providers]]`).
+    pub sso: Arc<Sso>,
+}
+
+/// Why a configuration could not be put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot set up upstreams: {0}")]
+    Upstreams(#[from] std::io::Error),
+    #[error("cannot set up mfa.delivery: {0}")]
+    Mailer(#[from] crate::mfa::delivery::DeliveryError),
+    #[error("cannot set up single sign-on: {0}")]
+    Sso(#[from] reqwest::Error),
 }
 
 impl Live {
-    pub fn build(config: Config, limits: Option<Arc<dyn LimitStore>>) -> std::io::Result<Live> {
-        Ok(Live {
-            keys: JwtKeys::with_keys(&config.token.secret, &config.token.keys),
-            router: Router::build(&config, limits.clone())?,
-            auth_limiter: RateLimiter::new(
+    pub fn build(config: Config, limits: Option<Arc<dyn LimitStore>>) -> Result<Live, BuildError> {
+        Live::build_from(config, limits, None)
+    }
+
+    /// Build for `config`, reusing from `previous` whatever its settings leave unchanged.
+    pub fn build_from(
+        config: Config,
+        limits: Option<Arc<dyn LimitStore>>,
+        previous: Option<&Live>,
+    ) -> Result<Live, BuildError> {
+        let old = |same: &dyn Fn(&Config) -> bool| previous.filter(|p| same(&p.config));
+        let keys = match old(&|c| {
+            c.token.secret == config.token.secret && c.token.keys == config.token.keys
+        }) {
+            Some(p) => Arc::clone(&p.keys),
+            None => Arc::new(JwtKeys::with_keys(&config.token.secret, &config.token.keys)),
+        };
+        let rate = &config.rate_limit;
+        let auth_limiter = match old(&|c| c.rate_limit.auth_per_minute == rate.auth_per_minute) {
+            Some(p) => Arc::clone(&p.auth_limiter),
+            None => Arc::new(RateLimiter::new(
                 "auth",
-                config.rate_limit.auth_per_minute,
+                rate.auth_per_minute,
                 limits.clone(),
-            ),
-            sso_start_limiter: RateLimiter::new(
-                "sso_start",
-                config.sso.start_per_minute,
+            )),
+        };
+        let sso_start_limiter =
+            match old(&|c| c.sso.start_per_minute == config.sso.start_per_minute) {
+                Some(p) => Arc::clone(&p.sso_start_limiter),
+                None => Arc::new(RateLimiter::new(
+                    "sso_start",
+                    config.sso.start_per_minute,
+                    limits.clone(),
+                )),
+            };
+        let failures = match old(&|c| {
+            (
+                c.rate_limit.account_failures,
+                c.rate_limit.account_client_failures,
+                c.rate_limit.account_window,
+            ) == (
+                rate.account_failures,
+                rate.account_client_failures,
+                rate.account_window,
+            )
+        }) {
+            Some(p) => Arc::clone(&p.failures),
+            None => Arc::new(FailureLimiter::new(
+                rate.account_failures,
+                rate.account_client_failures,
+                rate.account_window,
                 limits.clone(),
-            ),
-            failures: FailureLimiter::new(
-                config.rate_limit.account_failures,
-                config.rate_limit.account_client_failures,
-                config.rate_limit.account_window,
-                limits,
-            ),
+            )),
+        };
+        let mailer = match old(&|c| c.mfa.delivery == config.mfa.delivery) {
+            Some(p) => Arc::clone(&p.mailer),
+            None => Arc::new(Mailer::new(&config.mfa.delivery)?),
+        };
+        let sso = Arc::new(Sso::new(&config.sso, previous.map(|p| p.sso.as_ref()))?);
+        Ok(Live {
+            router: Router::build(&config, limits, previous.map(|p| &p.router))?,
+            keys,
+            auth_limiter,
+            sso_start_limiter,
+            failures,
+            mailer,
+            sso,
             config,
         })
     }

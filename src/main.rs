@@ -89,7 +89,7 @@ fn run(given: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match authgate::server::run(config) {
+    match authgate::server::run(config, config_path(given)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("authgate: {e:#}");

@@ -46,6 +46,10 @@ impl RateLimiter {
         }
     }
 
+    pub fn per_minute(&self) -> NonZeroU32 {
+        self.per_minute
+    }
+
     pub async fn check(&self, ip: IpAddr) -> Result<(), Limited> {
         let local = self.local.check(ip);
         let Some(shared) = &self.shared else {

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -18,9 +17,9 @@ use crate::auth::unix_now;
 use crate::config::{Backend, Config};
 use crate::connections::{Connections, Limits};
 use crate::live::Live;
-use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
+use crate::reload::Reloader;
 use crate::sso::Sso;
 use crate::store::cache::{Cache, Cached};
 use crate::store::memory::{AlwaysReady, MemoryLogins, MemoryMfa, MemorySessions, MemoryUsers};
@@ -28,8 +27,9 @@ use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
 use crate::store::{SessionStore, Stores};
 
-/// Build every service from `config` and serve until a shutdown signal.
-pub fn run(mut config: Config) -> anyhow::Result<()> {
+/// Build every service from `config` (read from `path`, which a reload reads again) and serve
+/// until a shutdown signal.
+pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     config.generate_missing_secret();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -44,7 +44,6 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     let app = build_app(config.clone(), &stores)?;
     let live = Arc::clone(&app.live);
     let sessions = Arc::clone(&stores.sessions);
-    let sso = Arc::clone(&app.sso);
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -65,15 +64,21 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         "authgate admin".to_string(),
         Admin {
             health: Arc::clone(&stores.health),
-            sso: Arc::clone(&sso),
+            live: Arc::clone(&live),
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());
 
+    let reloader = Reloader::new(
+        path,
+        Arc::clone(&live),
+        stores.limits.clone(),
+        stores.users_file.clone(),
+    );
     let upkeep = background_service(
         "authgate upkeep",
         Upkeep {
-            live,
+            live: Arc::clone(&live),
             sessions,
             challenges: Arc::clone(&stores.challenges),
             logins: Arc::clone(&stores.logins),
@@ -93,13 +98,13 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         "authgate connection deadlines",
         watchdog,
     ));
-    if !sso.providers().is_empty() {
-        // Discovery and keys: fetched at start, retried while a provider is down, refreshed.
-        server.add_service(background_service(
-            "authgate identity providers",
-            ProviderRefresh(sso),
-        ));
-    }
+    server.add_service(background_service("authgate reload", reloader));
+    // Identity providers' discovery and keys: fetched at start, retried while a provider is
+    // down, refreshed; it follows the providers a reload puts in force.
+    server.add_service(background_service(
+        "authgate identity providers",
+        ProviderRefresh(live),
+    ));
     if let Some(listener) = stores.listener.clone() {
         // Follows Redis's change announcements for as long as the server runs.
         server.add_service(background_service("authgate redis listener", listener));
@@ -214,9 +219,7 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
         config.password.max_concurrent_hashes,
         known_hashes.iter().map(String::as_str),
     ));
-    let live = Live::build(config, stores.limits.clone()).context("cannot set up upstreams")?;
-    let mailer = Mailer::new(&live.config.mfa.delivery).context("cannot set up mfa.delivery")?;
-    let sso = Sso::new(&live.config.sso).context("cannot set up single sign-on")?;
+    let live = Live::build(config, stores.limits.clone())?;
     Ok(App {
         live: Arc::new(ArcSwap::from_pointee(live)),
         users: Arc::clone(&stores.users),
@@ -224,18 +227,17 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
         challenges: Arc::clone(&stores.challenges),
         devices: Arc::clone(&stores.devices),
         logins: Arc::clone(&stores.logins),
-        sso: Arc::new(sso),
         passwords,
-        mailer: Arc::new(mailer),
     })
 }
 
-struct ProviderRefresh(Arc<Sso>);
+struct ProviderRefresh(Arc<ArcSwap<Live>>);
 
 #[async_trait]
 impl BackgroundService for ProviderRefresh {
     async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.refresh_forever(shutdown).await;
+        let live = Arc::clone(&self.0);
+        Sso::refresh_forever(move || Arc::clone(&live.load().sso), shutdown).await;
     }
 }
 
@@ -263,42 +265,36 @@ impl Upkeep {
     }
 }
 
+/// An upstream's identity for as long as it is in force: its address.
+fn identity(upstream: &Arc<crate::upstream::Upstream>) -> usize {
+    Arc::as_ptr(upstream) as usize
+}
+
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl BackgroundService for Upkeep {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last_check: HashMap<String, Instant> = HashMap::new();
+        // By upstream identity: one a reload rebuilt is checked afresh, one it kept is not.
+        let mut last_check: HashMap<usize, Instant> = HashMap::new();
         let mut last_sweep = Instant::now();
-        // SIGHUP asks for a reload now (its default action would end the process).
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
-            let hup = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = hup => {
-                    tracing::info!("SIGHUP: reloading");
-                    self.reload_users(true).await;
-                    continue;
-                }
                 _ = tick.tick() => {}
             }
             self.reload_users(false).await;
             let live = self.live.load_full();
+            last_check.retain(|up, _| live.router.upstreams().iter().any(|u| identity(u) == *up));
             for upstream in live.router.upstreams() {
+                let key = identity(upstream);
                 let due = last_check
-                    .get(&upstream.name)
+                    .get(&key)
                     .is_none_or(|t| t.elapsed() >= upstream.health_check);
                 if due {
                     upstream.lb.backends().run_health_check(true).await;
-                    last_check.insert(upstream.name.clone(), Instant::now());
+                    last_check.insert(key, Instant::now());
                 }
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {

@@ -33,6 +33,9 @@ pub const IDENTITY_HEADERS: [&str; 5] = [
 
 pub struct Upstream {
     pub name: String,
+    /// What it was built from, so a reload can tell whether it changed.
+    settings: UpstreamSettings,
+    timeouts: (Duration, Duration),
     /// The servers and their health, kept up to date by Pingora's health checks.
     pub lb: LoadBalancer<RoundRobin>,
     pub health_check: Duration,
@@ -60,6 +63,8 @@ impl Upstream {
             .collect();
         Ok(Upstream {
             name: settings.name.clone(),
+            settings: settings.clone(),
+            timeouts: upstream_timeouts(server),
             lb,
             health_check: settings.health_check,
             servers,
@@ -121,7 +126,7 @@ pub struct Route {
     pub prefix: String,
     pub auth: AuthMode,
     pub account_types: Option<Vec<AccountType>>,
-    pub limiter: Option<RateLimiter>,
+    pub limiter: Option<Arc<RateLimiter>>,
     pub upstream: Arc<Upstream>,
     pub allow_encoded_slashes: bool,
     pub org_tiers: Option<Vec<String>>,
@@ -157,15 +162,46 @@ pub struct Router {
     upstreams: Vec<Arc<Upstream>>,
 }
 
+fn upstream_timeouts(server: &ServerSettings) -> (Duration, Duration) {
+    (
+        server.upstream_connect_timeout,
+        server.upstream_read_timeout,
+    )
+}
+
 impl Router {
-    pub fn build(config: &Config, limits: Option<Arc<dyn LimitStore>>) -> std::io::Result<Router> {
+    /// Build the routes of `config`. Upstreams and route limiters whose settings are the same
+    /// in `previous` are taken over, with their health and counts.
+    pub fn build(
+        config: &Config,
+        limits: Option<Arc<dyn LimitStore>>,
+        previous: Option<&Router>,
+    ) -> std::io::Result<Router> {
         let mut by_name: HashMap<&str, Arc<Upstream>> = HashMap::new();
         let mut upstreams = Vec::new();
+        let timeouts = upstream_timeouts(&config.server);
         for u in &config.upstreams {
-            let up = Arc::new(Upstream::build(u, &config.server)?);
+            let kept = previous.and_then(|p| {
+                p.upstreams
+                    .iter()
+                    .find(|old| old.settings == *u && old.timeouts == timeouts)
+            });
+            let up = match kept {
+                Some(old) => Arc::clone(old),
+                None => Arc::new(Upstream::build(u, &config.server)?),
+            };
             by_name.insert(u.name.as_str(), Arc::clone(&up));
             upstreams.push(up);
         }
+        let old_limiter = |prefix: &str, per_minute| {
+            previous?
+                .routes
+                .iter()
+                .find(|r| r.prefix == prefix)
+                .and_then(|r| r.limiter.as_ref())
+                .filter(|l| l.per_minute() == per_minute)
+                .cloned()
+        };
         let mut routes = config
             .routes
             .iter()
@@ -175,7 +211,13 @@ impl Router {
                     auth: r.auth,
                     account_types: r.account_types.clone(),
                     limiter: r.rate_limit_per_minute.map(|n| {
-                        RateLimiter::new(&format!("route:{}", r.prefix), n, limits.clone())
+                        old_limiter(&r.prefix, n).unwrap_or_else(|| {
+                            Arc::new(RateLimiter::new(
+                                &format!("route:{}", r.prefix),
+                                n,
+                                limits.clone(),
+                            ))
+                        })
                     }),
                     upstream: Arc::clone(by_name.get(r.upstream.as_str())?),
                     allow_encoded_slashes: r.allow_encoded_slashes,
@@ -410,7 +452,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let router = Router::build(&cfg, None).unwrap();
+        let router = Router::build(&cfg, None, None).unwrap();
         let up = &router.upstreams()[0];
         let ports: Vec<u16> = (0..4)
             .map(|_| up.select().unwrap().address().as_inet().unwrap().port())
@@ -428,7 +470,7 @@ mod tests {
         let cfg = config(
             "[[routes]]\nprefix = \"/\"\nupstream = \"a\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"a\"\nauth = \"none\"\n[[routes]]\nprefix = \"/api/admin/\"\nupstream = \"a\"\n",
         );
-        let router = Router::build(&cfg, None).unwrap();
+        let router = Router::build(&cfg, None, None).unwrap();
         let prefix = |p: &str| {
             router
                 .route(router.route_index(p).unwrap())
@@ -446,7 +488,7 @@ mod tests {
     #[test]
     fn no_route_for_unmatched_path() {
         let cfg = config("[[routes]]\nprefix = \"/only\"\nupstream = \"a\"\n");
-        let router = Router::build(&cfg, None).unwrap();
+        let router = Router::build(&cfg, None, None).unwrap();
         assert!(router.route_index("/other").is_none());
     }
 
@@ -598,7 +640,7 @@ mod routing_properties {
             &|_| None,
         )
         .unwrap();
-        Router::build(&cfg, None).unwrap()
+        Router::build(&cfg, None, None).unwrap()
     }
 
     proptest! {

@@ -22,7 +22,7 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 /// forwarded cannot be larger than that.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerSettings,
     pub admin: AdminSettings,
@@ -40,7 +40,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
@@ -64,7 +64,7 @@ pub struct ServerSettings {
     pub access_log_format: AccessLogFormat,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
     /// The bearer token of the admin API; `None` leaves the API out (its paths are 404).
@@ -81,7 +81,7 @@ impl std::fmt::Debug for AdminSettings {
 }
 
 /// CORS for the gateway's own endpoints, and for routes that opt in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CorsSettings {
     /// Exact origins (`scheme://host[:port]`, lower-cased); empty: no cross-origin access.
     pub allowed_origins: Vec<String>,
@@ -94,13 +94,13 @@ pub struct CorsSettings {
 }
 
 /// A signing key with its id, for `[[token.keys]]`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct TokenKey {
     pub kid: String,
     pub secret: Vec<u8>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct TokenSettings {
     pub secret: Vec<u8>,
     /// True when no secret was configured and a random one was made for this process.
@@ -125,20 +125,20 @@ impl std::fmt::Debug for TokenSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
     pub backend: Backend,
     /// The memory store's users file, and what `authgate users import` loads into Redis.
     pub users_file: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
     Memory,
     Redis(RedisSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
     /// One URL for a single server; several for the seed nodes of a cluster.
     pub urls: Vec<String>,
@@ -153,7 +153,7 @@ pub struct RedisSettings {
     pub seed_users: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSettings {
     pub auth_per_minute: NonZeroU32,
     /// Failed sign-ins on one account, from any address, that lock it for the rest of the window.
@@ -166,19 +166,19 @@ pub struct RateLimitSettings {
 /// Passwords longer than this are refused, never truncated.
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PasswordSettings {
     pub max_concurrent_hashes: usize,
     pub min_length: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegisterSettings {
     pub enabled: bool,
     pub trial: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     pub name: String,
     pub servers: Vec<String>,
@@ -193,7 +193,7 @@ pub enum AuthMode {
     None,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSettings {
     pub prefix: String,
     pub upstream: String,
@@ -211,7 +211,7 @@ pub struct RouteSettings {
     pub cors: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MfaSettings {
     pub delivery: Delivery,
     pub code_ttl: Duration,
@@ -223,7 +223,7 @@ pub struct MfaSettings {
     pub device_cookie: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     Smtp(SmtpSettings),
     Webhook {
@@ -233,7 +233,7 @@ pub enum Delivery {
     Log,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -267,7 +267,7 @@ pub enum SmtpTls {
 }
 
 /// Single sign-on: this gateway as an OpenID Connect relying party.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SsoSettings {
     /// How long a login started at a provider may take to come back.
     pub state_ttl: Duration,
@@ -282,7 +282,7 @@ pub struct SsoSettings {
     pub providers: Vec<ProviderSettings>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct ProviderSettings {
     pub name: String,
     /// Exactly as the provider writes it in `iss`; discovery is `{issuer}/.well-known/...`.
@@ -316,7 +316,7 @@ impl std::fmt::Debug for ProviderSettings {
 
 /// Users the provider vouches for but the store does not know are created, in this
 /// organization, with this account type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AutoProvision {
     pub org: String,
     pub account_type: AccountType,

@@ -55,7 +55,7 @@ async fn begin(
 ) -> Result<Started, GatewayError> {
     live.sso_start_limiter.check(req.client_ip).await?;
     let cookie = req.cookie(&live.config.sso.binding_cookie);
-    let started = app
+    let started = live
         .sso
         .start(app.logins.as_ref(), provider, cookie, req.now)
         .await
@@ -96,7 +96,7 @@ pub async fn callback(app: &App, live: &Live, req: Request<'_>) -> Result<Reply,
         }
     }
     let cookie = req.cookie(&live.config.sso.binding_cookie);
-    let finished = app
+    let finished = live
         .sso
         .finish(
             app.logins.as_ref(),

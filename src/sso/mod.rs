@@ -82,28 +82,43 @@ fn digest(value: &str) -> String {
 }
 
 impl Sso {
-    pub fn new(settings: &SsoSettings) -> Result<Sso, reqwest::Error> {
+    /// The providers of `settings`. From `previous` (the configuration before a reload), the
+    /// HTTP client and every provider whose settings did not change are kept, with their
+    /// documents, keys and reachability.
+    pub fn new(settings: &SsoSettings, previous: Option<&Sso>) -> Result<Sso, reqwest::Error> {
+        let http = match previous.filter(|p| p.settings.http_timeout == settings.http_timeout) {
+            Some(p) => p.http.clone(),
+            None => Self::client(settings.http_timeout)?,
+        };
+        let providers = settings
+            .providers
+            .iter()
+            .map(|p| {
+                previous
+                    .and_then(|old| old.providers.iter().find(|o| o.settings == *p))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Provider::new(p.clone())))
+            })
+            .collect();
+        Ok(Sso {
+            providers,
+            http,
+            settings: settings.clone(),
+        })
+    }
+
+    fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         // Back-channel calls follow no redirect, and each has the configured deadline. Idle
         // connections are dropped after a second: calls are rare (a login, a key refresh), and
         // a connection the provider is closing must not be picked for the code exchange, which
         // cannot be retried.
-        let http = reqwest::Client::builder()
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(1))
-            .timeout(settings.http_timeout)
-            .connect_timeout(settings.http_timeout)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Sso {
-            providers: settings
-                .providers
-                .iter()
-                .cloned()
-                .map(|p| Arc::new(Provider::new(p)))
-                .collect(),
-            http,
-            settings: settings.clone(),
-        })
+            .build()
     }
 
     pub fn providers(&self) -> &[Arc<Provider>] {
@@ -324,43 +339,65 @@ impl Sso {
 
     /// Keep every provider's documents fresh and its reachability known: a provider that
     /// answers is asked again every `CHECK_EVERY` (its keys every `KEYS_EVERY`); one that does
-    /// not is retried after a growing pause (1 s to 30 s).
-    pub async fn refresh_forever(&self, mut shutdown: pingora::server::ShutdownWatch) {
+    /// not is retried after a growing pause (1 s to 30 s). `current` gives the providers in
+    /// force, which a reload may change; a provider is tracked by its settings.
+    pub async fn refresh_forever(
+        current: impl Fn() -> Arc<Sso> + Send + Sync,
+        mut shutdown: pingora::server::ShutdownWatch,
+    ) {
         const CHECK_EVERY: Duration = Duration::from_secs(30);
         const KEYS_EVERY: Duration = Duration::from_secs(600);
         const MAX_PAUSE: Duration = Duration::from_secs(30);
-        if self.providers.is_empty() {
-            return;
+        const IDLE: Duration = Duration::from_secs(1);
+        struct Timer {
+            provider: Arc<Provider>,
+            due: tokio::time::Instant,
+            keys_due: tokio::time::Instant,
+            pause: Duration,
         }
-        let start = tokio::time::Instant::now();
-        let mut pause = vec![Duration::from_secs(1); self.providers.len()];
-        let mut due = vec![start; self.providers.len()];
-        let mut keys_due = vec![start; self.providers.len()];
+        let mut timers: Vec<Timer> = Vec::new();
         loop {
-            let next = due.iter().min().copied().unwrap_or(start);
+            let sso = current();
+            let now = tokio::time::Instant::now();
+            // Providers added by a reload start now; removed ones are forgotten.
+            timers.retain(|t| sso.providers.iter().any(|p| Arc::ptr_eq(p, &t.provider)));
+            for p in &sso.providers {
+                if !timers.iter().any(|t| Arc::ptr_eq(p, &t.provider)) {
+                    timers.push(Timer {
+                        provider: Arc::clone(p),
+                        due: now,
+                        keys_due: now,
+                        pause: Duration::from_secs(1),
+                    });
+                }
+            }
+            for t in timers.iter_mut().filter(|t| t.due <= now) {
+                let keys = t.keys_due <= now;
+                if t.provider.refresh(&sso.http, keys).await {
+                    if t.pause > Duration::from_secs(1) {
+                        tracing::info!(provider = %t.provider.name(), "identity provider reachable again");
+                    }
+                    let done = tokio::time::Instant::now();
+                    t.pause = Duration::from_secs(1);
+                    t.due = done + CHECK_EVERY;
+                    if keys {
+                        t.keys_due = done + KEYS_EVERY;
+                    }
+                } else {
+                    t.due = tokio::time::Instant::now() + t.pause;
+                    t.pause = (t.pause * 2).min(MAX_PAUSE);
+                }
+            }
+            // Wake for the next due provider, or soon to look for providers a reload added.
+            let next = timers
+                .iter()
+                .map(|t| t.due)
+                .min()
+                .unwrap_or(now + IDLE)
+                .min(tokio::time::Instant::now() + IDLE);
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep_until(next) => {}
-            }
-            for (i, provider) in self.providers.iter().enumerate() {
-                let now = tokio::time::Instant::now();
-                if due[i] > now {
-                    continue;
-                }
-                let keys = keys_due[i] <= now;
-                if provider.refresh(&self.http, keys).await {
-                    if pause[i] > Duration::from_secs(1) {
-                        tracing::info!(provider = %provider.name(), "identity provider reachable again");
-                    }
-                    pause[i] = Duration::from_secs(1);
-                    due[i] = now + CHECK_EVERY;
-                    if keys {
-                        keys_due[i] = now + KEYS_EVERY;
-                    }
-                } else {
-                    due[i] = now + pause[i];
-                    pause[i] = (pause[i] * 2).min(MAX_PAUSE);
-                }
             }
         }
     }

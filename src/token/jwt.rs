@@ -364,7 +364,7 @@ mod tests {
         let k1 = key("k1", "key-one-key-one-key-one-key-one-1");
         let k2 = key("k2", "key-two-key-two-key-two-key-two-2");
 
-        let v1 = JwtKeys::with_keys(SECRET, &[k1.clone()]);
+        let v1 = JwtKeys::with_keys(SECRET, std::slice::from_ref(&k1));
         let t1 = v1.issue(&claims(2_000)).unwrap();
         assert_eq!(
             jsonwebtoken::decode_header(&t1).unwrap().kid.as_deref(),

@@ -14,6 +14,7 @@ mod mfa;
 mod paths;
 mod praxis;
 mod rate_limit;
+mod reload;
 mod routes;
 mod sessions;
 mod several_instances;

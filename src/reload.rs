@@ -1,0 +1,256 @@
+//! Configuration reload: on `SIGHUP`, or when the configuration file changes on disk, the file
+//! is read and validated, and the new configuration is put in force in one swap. A file that
+//! does not validate is refused, and the configuration in force stays. Settings that only a
+//! restart can change keep their running values, and the log says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use notify::Watcher;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::{Config, process_env};
+use crate::live::Live;
+use crate::store::LimitStore;
+use crate::store::memory::MemoryUsers;
+
+/// Events closer together than this are one change (an editor writes, renames, touches).
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// How many reloads were put in force, and how many were refused.
+#[derive(Default)]
+pub struct ReloadCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// The background service that reloads.
+pub struct Reloader {
+    /// The configuration file; `None` runs on the embedded defaults (SIGHUP re-reads those).
+    path: Option<PathBuf>,
+    live: Arc<ArcSwap<Live>>,
+    limits: Option<Arc<dyn LimitStore>>,
+    /// The memory store's users file, re-read on SIGHUP too.
+    users_file: Option<Arc<MemoryUsers>>,
+    pub counts: Arc<ReloadCounts>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        live: Arc<ArcSwap<Live>>,
+        limits: Option<Arc<dyn LimitStore>>,
+        users_file: Option<Arc<MemoryUsers>>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            live,
+            limits,
+            users_file,
+            counts: Arc::default(),
+        }
+    }
+
+    /// Read, validate and put the configuration in force; on failure the running one stays.
+    pub async fn reload(&self) {
+        match self.try_reload().await {
+            Ok(kept) => {
+                self.counts.ok.fetch_add(1, Ordering::Relaxed);
+                for key in &kept {
+                    tracing::warn!(
+                        "{key} changed: it takes effect after a restart; the running value stays"
+                    );
+                }
+                tracing::info!(file = %self.shown(), "configuration reloaded");
+            }
+            Err(why) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    file = %self.shown(),
+                    "configuration not reloaded, the running one stays: {why}"
+                );
+            }
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".into())
+    }
+
+    async fn try_reload(&self) -> Result<Vec<&'static str>, String> {
+        let path = self.path.clone();
+        let config =
+            tokio::task::spawn_blocking(move || Config::load(path.as_deref(), &process_env))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let current = self.live.load_full();
+        let (config, kept) = keep_restart_only(config, &current.config);
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let live = Live::build_from(config, self.limits.clone(), Some(&current))
+            .map_err(|e| e.to_string())?;
+        self.live.store(Arc::new(live));
+        Ok(kept)
+    }
+
+    async fn reload_users(&self) {
+        if let Some(users) = &self.users_file {
+            match users.reload_if_changed(true).await {
+                Ok(_) => tracing::info!("users file reloaded"),
+                Err(e) => {
+                    tracing::error!("users file not reloaded, keeping the previous users: {e}")
+                }
+            }
+        }
+    }
+
+    /// Watch the file's directory (an editor or a Kubernetes ConfigMap replaces the file
+    /// rather than writing it in place); every event there sends a wake-up.
+    fn watch(&self, wake: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        let path = self.path.as_deref()?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    // Full means a wake-up is already pending.
+                    let _ = wake.try_send(());
+                }
+            })
+            .map_err(|e| tracing::warn!("cannot watch the configuration file: {e}"))
+            .ok()?;
+        match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "cannot watch the configuration file: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// The file's bytes, to tell a change from an event that changed nothing.
+async fn contents(path: Option<&Path>) -> Option<Vec<u8>> {
+    tokio::fs::read(path?).await.ok()
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let (wake, mut changed) = tokio::sync::mpsc::channel(1);
+        let _watcher = self.watch(wake);
+        let mut seen = contents(self.path.as_deref()).await;
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup => {
+                    tracing::info!("SIGHUP: reloading");
+                    seen = contents(self.path.as_deref()).await;
+                    self.reload().await;
+                    self.reload_users().await;
+                }
+                Some(()) = changed.recv() => {
+                    // Let the writer finish, then look once.
+                    tokio::time::sleep(SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    let now = contents(self.path.as_deref()).await;
+                    if now.is_some() && now != seen {
+                        seen = now;
+                        self.reload().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `config` with the running values of the settings only a restart can change, and the names
+/// of those that differ. A secret the process generated (none configured) is kept too, or
+/// every token would die with the reload.
+fn keep_restart_only(mut config: Config, running: &Config) -> (Config, Vec<&'static str>) {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $name:literal) => {
+            if config.$($field).+ != running.$($field).+ {
+                kept.push($name);
+                config.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!(server.listen, "server.listen");
+    keep!(admin.listen, "admin.listen");
+    keep!(server.threads, "server.threads");
+    keep!(server.work_stealing, "server.work_stealing");
+    keep!(server.grace_period, "server.grace_period_secs");
+    keep!(server.shutdown_timeout, "server.shutdown_timeout_secs");
+    keep!(server.keepalive_timeout, "server.keepalive_timeout_secs");
+    keep!(server.header_timeout, "server.header_timeout_secs");
+    keep!(
+        server.max_connections_per_ip,
+        "server.max_connections_per_ip"
+    );
+    keep!(store, "store");
+    keep!(
+        password.max_concurrent_hashes,
+        "password.max_concurrent_hashes"
+    );
+    if config.token.secret.is_empty() {
+        config.token.secret = running.token.secret.clone();
+        config.token.secret_generated = running.token.secret_generated;
+    }
+    (config, kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        Config::from_toml(text, "t", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let mut running = load("[server]\nlisten = \"127.0.0.1:1000\"\n");
+        running.generate_missing_secret();
+        let next = load(
+            "[server]\nlisten = \"127.0.0.1:2000\"\nthreads = 7\n\
+             [rate_limit]\nauth_per_minute = 99\n\
+             [store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n",
+        );
+        let (config, kept) = keep_restart_only(next, &running);
+        assert_eq!(kept, ["server.listen", "server.threads", "store"]);
+        assert_eq!(config.server.listen, running.server.listen);
+        assert_eq!(config.server.threads, running.server.threads);
+        assert_eq!(config.store, running.store);
+        assert_eq!(
+            config.rate_limit.auth_per_minute.get(),
+            99,
+            "the rest applies"
+        );
+        assert_eq!(
+            config.token.secret, running.token.secret,
+            "the generated secret survives"
+        );
+    }
+}
