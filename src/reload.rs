@@ -38,6 +38,9 @@ pub struct Reloader {
     /// The memory store's users file, re-read on SIGHUP too.
     users_file: Option<Arc<MemoryUsers>>,
     pub counts: Arc<ReloadCounts>,
+    /// The file as the running configuration was read from it, taken before the server
+    /// starts: a change made before the watch begins is still noticed.
+    loaded: Option<Vec<u8>>,
 }
 
 impl Reloader {
@@ -47,12 +50,14 @@ impl Reloader {
         limits: Option<Arc<dyn LimitStore>>,
         users_file: Option<Arc<MemoryUsers>>,
     ) -> Reloader {
+        let loaded = path.as_deref().and_then(|p| std::fs::read(p).ok());
         Reloader {
             path,
             live,
             limits,
             users_file,
             counts: Arc::default(),
+            loaded,
         }
     }
 
@@ -152,8 +157,13 @@ impl BackgroundService for Reloader {
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let (wake, mut changed) = tokio::sync::mpsc::channel(1);
+        let wake_now = wake.clone();
         let _watcher = self.watch(wake);
-        let mut seen = contents(self.path.as_deref()).await;
+        let mut seen = self.loaded.clone();
+        if contents(self.path.as_deref()).await != seen {
+            // Changed between start-up and the watch: as if it had been seen.
+            let _ = wake_now.try_send(());
+        }
         loop {
             let hup = async {
                 match hangup.as_mut() {

@@ -374,3 +374,28 @@ async fn twenty_reloads_under_steady_load_fail_and_misroute_nothing() {
         "every request reached its upstream once"
     );
 }
+
+#[tokio::test]
+async fn an_identity_provider_added_by_reload_serves_logins() {
+    let up = Upstream::start();
+    let provider = OidcProvider::start(provider_config());
+    let gw = Gateway::start(
+        &up,
+        Options {
+            rate_limit_section: "[rate_limit]\nauth_per_minute = 1000\n".into(),
+            ..Options::default()
+        },
+    );
+    let none = sso_start_raw(&gw, PROVIDER, None).await;
+    assert_error(&none, 400, "Bad Request", "Unknown identity provider");
+
+    write_config(
+        &gw,
+        &format!("{}\n{}", config(&gw), sso_toml(&provider.issuer, DOMAINS, "")),
+    );
+    wait_for_log(&gw, RELOADED, 1).await;
+    wait_provider_status(&gw, "up", Duration::from_secs(20)).await;
+    let a = sso_login(&gw, &provider, account::JOHN).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(claims(a.json["token"].as_str().unwrap())["_id"], USER_ID);
+}
