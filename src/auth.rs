@@ -329,7 +329,7 @@ mod tests {
             challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
             devices: mfa,
             logins: Arc::new(crate::store::memory::MemoryLogins::default()),
-            passwords: Arc::new(Passwords::new(1, [])),
+            passwords: Arc::new(Passwords::new(1, 8, [])),
         }
     }
 

@@ -211,6 +211,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited(l) => Some(l.retry_after_secs),
+            GatewayError::Password(PasswordError::Busy) => Some(1),
             _ => None,
         }
     }

@@ -1,8 +1,11 @@
 //! Password hashing: argon2id (OWASP parameters) for new hashes, argon2 and bcrypt accepted.
 //!
-//! Hashing is CPU-bound for tens of milliseconds, so it runs on Tokio's blocking pool behind a
-//! semaphore: Pingora's event loop never waits on it, and a flood of signins cannot queue up
-//! unbounded memory (each argon2id hash holds 19 MiB while it runs).
+//! Hashing is CPU-bound for tens of milliseconds, so it runs on a pool of its own: a few
+//! threads (one fewer than the cores, by default) at a lower scheduling priority than the
+//! proxy's workers, fed by a bounded queue. A storm of sign-ins therefore gets a bounded share
+//! of the machine and never slows proxied traffic; when the queue is full, a sign-in is
+//! refused at once (503 with `Retry-After`) rather than waiting in an ever longer line. Each
+//! argon2id hash holds 19 MiB while it runs, so the pool also bounds memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,18 +15,25 @@ use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 
 /// Why a password could not be checked or hashed (never: that it was wrong).
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("the password hashing pool is closed")]
     Closed,
+    #[error("every password hashing thread is busy and the queue is full")]
+    Busy,
     #[error("a password task failed")]
-    Task(#[source] tokio::task::JoinError),
+    Failed,
     #[error("password hashing failed: {0}")]
     Hash(argon2::password_hash::Error),
 }
+
+/// How much less the hashing threads get than the proxy's when both want a CPU: nice 10 is
+/// about a tenth of a nice-0 thread's share.
+const HASHING_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 iterations, 1 lane.
 fn argon2id() -> Argon2<'static> {
@@ -136,7 +146,8 @@ impl FailureFloor {
 }
 
 pub struct Passwords {
-    permits: Semaphore,
+    /// The hashing threads' queue; `try_send` refuses when it is full.
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// Verified against when the email is unknown, so that both failures do the same work.
     dummy_hash: Arc<str>,
     floor: Arc<FailureFloor>,
@@ -146,7 +157,8 @@ impl Passwords {
     /// `known_hashes` are the hashes the store holds (or a sample): the cost of each kind among
     /// them is measured now, so failures look alike from the first request on.
     pub fn new<'a>(
-        max_concurrent: usize,
+        threads: usize,
+        queue: usize,
         known_hashes: impl IntoIterator<Item = &'a str>,
     ) -> Passwords {
         let dummy_hash: Arc<str> = hash_blocking("authgate-timing-equalizer")
@@ -166,7 +178,7 @@ impl Passwords {
         measure(&dummy_hash);
         known_hashes.into_iter().for_each(measure);
         Passwords {
-            permits: Semaphore::new(max_concurrent.max(1)),
+            jobs: spawn_pool(threads.max(1), queue.max(1)),
             dummy_hash,
             floor,
         }
@@ -213,14 +225,64 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Closed)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(PasswordError::Task)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => PasswordError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => PasswordError::Closed,
+        })?;
+        // The sender is dropped unanswered only if the work panicked.
+        result.await.map_err(|_| PasswordError::Failed)
+    }
+}
+
+/// Start `threads` hashing threads at `HASHING_NICE`, sharing a queue of `queue` jobs.
+fn spawn_pool(threads: usize, queue: usize) -> std::sync::mpsc::SyncSender<Job> {
+    let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(queue);
+    let queued = Arc::new(Mutex::new(queued));
+    for i in 0..threads {
+        let queued = Arc::clone(&queued);
+        let spawned = std::thread::Builder::new()
+            .name(format!("authgate-hash-{i}"))
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    let next = match queued.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    let Ok(job) = next else {
+                        return;
+                    };
+                    // A panicking job loses its own answer, not the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a password hashing thread: {e}");
+        }
+    }
+    jobs
+}
+
+/// Give the calling thread a lower CPU priority than the proxy's (Linux: niceness is per
+/// thread). Lowering one's own priority needs no privilege.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id, with no pointers.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICE)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                "password hashing runs at normal priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -278,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn failures_wait_for_the_slowest_kind_of_hash() {
         let slow = bcrypt::hash("pw", 10).unwrap();
-        let p = Passwords::new(2, [slow.as_str()]);
+        let p = Passwords::new(2, 8, [slow.as_str()]);
         let floor = p.floor.floor();
         assert!(floor > Duration::from_millis(20), "{floor:?}");
         let started = Instant::now();
@@ -291,8 +353,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        // One thread and a queue of one: of checks sent at once, at most two are taken (one
+        // running, one waiting); the next is refused without waiting for either.
+        let p = Arc::new(Passwords::new(1, 1, []));
+        let slow = bcrypt::hash("pw", 12).unwrap();
+        let mut taken = Vec::new();
+        let refused = loop {
+            let (p2, h) = (Arc::clone(&p), slow.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = tokio::spawn(async move {
+                let outcome = p2.verify("pw", Some(&h));
+                tokio::pin!(outcome);
+                // Report a refusal as soon as it happens; a taken check runs to the end.
+                match futures_util::poll!(&mut outcome) {
+                    std::task::Poll::Ready(r) => {
+                        let _ = tx.send(matches!(r, Err(PasswordError::Busy)));
+                        r
+                    }
+                    std::task::Poll::Pending => {
+                        let _ = tx.send(false);
+                        outcome.await
+                    }
+                }
+            });
+            if rx.await.unwrap() {
+                break job;
+            }
+            taken.push(job);
+            assert!(taken.len() <= 2, "more checks taken than threads + queue");
+        };
+        assert!(matches!(refused.await.unwrap(), Err(PasswordError::Busy)));
+        for job in taken {
+            assert!(job.await.unwrap().unwrap(), "taken checks complete");
+        }
+    }
+
+    #[test]
+    fn hashing_threads_run_at_a_lower_priority() {
+        let p = Passwords::new(1, 1, []);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            // SAFETY: reads the calling thread's own niceness.
+            let nice = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::getpriority(libc::PRIO_PROCESS, tid)
+            };
+            let _ = tx.send(nice);
+        });
+        p.jobs.try_send(job).unwrap();
+        assert_eq!(rx.recv().unwrap(), HASHING_NICE);
+    }
+
+    #[tokio::test]
     async fn unknown_user_never_verifies() {
-        let p = Passwords::new(2, []);
+        let p = Passwords::new(2, 8, []);
         assert!(!p.verify("authgate-timing-equalizer", None).await.unwrap());
     }
 }

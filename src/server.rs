@@ -217,6 +217,7 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
         .unwrap_or_default();
     let passwords = Arc::new(Passwords::new(
         config.password.max_concurrent_hashes,
+        config.password.max_queued_hashes,
         known_hashes.iter().map(String::as_str),
     ));
     let live = Live::build(config, stores.limits.clone())?;

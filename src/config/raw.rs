@@ -231,8 +231,10 @@ impl Default for RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPassword {
-    /// How many password hashes may be computed at once; the rest wait their turn.
+    /// Hashing threads; 0 picks one fewer than the cores the process may use (at least one).
     pub max_concurrent_hashes: usize,
+    /// Checks waiting for a hashing thread; past it, sign-ins get 503 at once.
+    pub max_queued_hashes: usize,
     /// Shortest password accepted by register and change-password.
     pub min_length: usize,
 }
@@ -240,7 +242,8 @@ pub struct RawPassword {
 impl Default for RawPassword {
     fn default() -> Self {
         RawPassword {
-            max_concurrent_hashes: 4,
+            max_concurrent_hashes: 0,
+            max_queued_hashes: 32,
             min_length: 12,
         }
     }

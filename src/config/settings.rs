@@ -168,7 +168,9 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PasswordSettings {
+    /// Hashing threads (resolved: never 0).
     pub max_concurrent_hashes: usize,
+    pub max_queued_hashes: usize,
     pub min_length: usize,
 }
 

@@ -250,7 +250,14 @@ fn rate_limit(v: &Validator<'_>, r: &raw::RawRateLimit) -> Result<RateLimitSetti
 fn password(v: &Validator<'_>, p: &raw::RawPassword) -> Result<PasswordSettings, ConfigError> {
     Ok(PasswordSettings {
         max_concurrent_hashes: match p.max_concurrent_hashes {
-            0 => return Err(v.err("password.max_concurrent_hashes", "must be at least 1")),
+            // Leave a core to the proxy: hashing is the one thing that can fill a CPU.
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        },
+        max_queued_hashes: match p.max_queued_hashes {
+            0 => return Err(v.err("password.max_queued_hashes", "must be at least 1")),
             n => n,
         },
         min_length: match p.min_length {

@@ -305,3 +305,77 @@ async fn missing_secret_is_generated_with_a_warning() {
     assert_eq!(r.status(), 200);
     assert!(gw.log().contains("token.secret is not set"), "{}", gw.log());
 }
+
+#[tokio::test]
+async fn a_signin_storm_past_the_hashing_queue_gets_503_at_once() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &up,
+        Options {
+            rate_limit_section: "[rate_limit]\nauth_per_minute = 1000\naccount_failures = 1000\n"
+                .into(),
+            extra_toml: "[password]\nmax_concurrent_hashes = 1\nmax_queued_hashes = 1\n".into(),
+            ..Options::default()
+        },
+    );
+    let url = gw.url("/api/auth/signin");
+    let storm: Vec<_> = (0..12)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                post_json(
+                    &url,
+                    json!({"email": format!("user{i}@mydomain.com"), "password": "wrong-guess"}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for a in storm {
+        let a = a.await.unwrap();
+        match a.status {
+            401 => assert_eq!(a.json["error"], "Invalid email or password"),
+            503 => {
+                refused += 1;
+                assert_eq!(a.json["error"], "Service Unavailable", "{}", a.text);
+                assert_eq!(
+                    a.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+            }
+            other => panic!("status {other}: {}", a.text),
+        }
+    }
+    assert!(refused > 0, "one thread and a queue of one cannot take 12 at once");
+    // The proxied path never waited on any of it.
+    let token = signin_when_free(&gw).await;
+    let a = read(
+        client()
+            .get(gw.url("/x"))
+            .header("x-access-token", &token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+}
+
+/// Sign in, retrying while the hashing queue is still full from a storm.
+async fn signin_when_free(gw: &Gateway) -> String {
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = post_json(
+            &gw.url("/api/auth/signin"),
+            json!({"email": EMAIL, "password": PASSWORD}),
+        )
+        .await;
+        if a.status == 200 {
+            return a.json["token"].as_str().unwrap().to_string();
+        }
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert!(Instant::now() < deadline, "the queue never drained");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
