@@ -88,7 +88,7 @@ impl Default for RawServer {
         RawServer {
             listen: "0.0.0.0:8080".into(),
             trusted_proxies: Vec::new(),
-            threads: 2,
+            threads: 0,
             max_body_bytes: 64 * 1024,
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,

@@ -101,9 +101,6 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if s.threads == 0 {
-        return Err(v.err("server.threads", "must be at least 1"));
-    }
     if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_LIMIT {
         return Err(v.err(
             "server.max_body_bytes",
@@ -125,7 +122,11 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
     Ok(ServerSettings {
         listen: v.addr("server.listen", &s.listen)?,
         trusted_proxies,
-        threads: s.threads,
+        // 0: one worker per core the process may run on (affinity and cgroup quota included).
+        threads: match s.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         max_body_bytes: s.max_body_bytes,
         grace_period: Duration::from_secs(s.grace_period_secs),
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
