@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use crate::live::Live;
 use crate::mfa::delivery::Mailer;
 use crate::password::Passwords;
+use crate::revocation::Revocations;
 use crate::sso::Sso;
 use crate::store::{ChallengeStore, DeviceStore, LoginStore, SessionStore, UserStore};
 
@@ -20,6 +21,8 @@ pub struct App {
     pub devices: Arc<dyn DeviceStore>,
     /// Single sign-on logins between start and callback.
     pub logins: Arc<dyn LoginStore>,
+    /// The `issuedBefore` cut-off every token is checked against.
+    pub revocations: Arc<Revocations>,
     pub sso: Arc<Sso>,
     pub passwords: Arc<Passwords>,
     pub mailer: Arc<Mailer>,

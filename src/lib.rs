@@ -17,6 +17,7 @@ pub mod password;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;
+pub mod revocation;
 pub mod server;
 pub mod sso;
 pub mod store;
