@@ -69,6 +69,14 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("upstream unavailable")]
     BadGateway,
+    #[error("admin token missing or wrong")]
+    AdminUnauthorized,
+    #[error("no live session has this id")]
+    UnknownSession,
+    #[error("no user has this id")]
+    UnknownUser,
+    #[error("origin not allowed")]
+    OriginNotAllowed,
 }
 
 #[derive(Serialize)]
@@ -90,7 +98,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             MissingToken | Token(_) | SessionExpired | InvalidCredentials | AccountDisabled
-            | FirmDisabled | WrongPassword | WrongCode => StatusCode::UNAUTHORIZED,
+            | FirmDisabled | WrongPassword | WrongCode | AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             ChallengeGone | ChallengeExhausted => StatusCode::GONE,
             DeliveryFailed | BadGateway | Sso(SsoError::Unavailable { .. }) => {
                 StatusCode::BAD_GATEWAY
@@ -99,9 +109,9 @@ impl GatewayError {
             Sso(SsoError::NoAccount) => StatusCode::FORBIDDEN,
             Sso(SsoError::UnknownProvider) => StatusCode::BAD_REQUEST,
             Sso(SsoError::NoSuchProvider) => StatusCode::NOT_FOUND,
-            Forbidden | RegistrationClosed => StatusCode::FORBIDDEN,
+            Forbidden | RegistrationClosed | OriginNotAllowed => StatusCode::FORBIDDEN,
             Store(StoreError::EmailTaken) => StatusCode::CONFLICT,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | UnknownSession | UnknownUser => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -175,6 +185,13 @@ impl GatewayError {
                 fixed(("Method Not Allowed", "Method not allowed on this endpoint"))
             }
             BadGateway => fixed(("Bad Gateway", "The upstream service is unavailable")),
+            AdminUnauthorized => fixed((
+                "Unauthorized",
+                "A valid admin token is required (Authorization: Bearer <admin token>)",
+            )),
+            UnknownSession => fixed(("Not Found", "No live session has this id")),
+            UnknownUser => fixed(("Not Found", "No user has this id")),
+            OriginNotAllowed => fixed(("Forbidden", "This origin is not allowed")),
             Sso(SsoError::Failed(why)) => ("SSO failed", Cow::Borrowed(*why)),
             Sso(SsoError::NoAccount) => {
                 fixed(("Forbidden", "No account is linked to this identity"))

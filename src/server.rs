@@ -12,7 +12,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Revoker};
 use crate::app::App;
 use crate::auth::unix_now;
 use crate::config::{Backend, Config};
@@ -48,6 +48,13 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     let live = Arc::clone(&app.live);
     let sessions = Arc::clone(&stores.sessions);
     let sso = Arc::clone(&app.sso);
+    let revoker = Revoker {
+        users: Arc::clone(&stores.users),
+        sessions: Arc::clone(&stores.sessions),
+        devices: Arc::clone(&stores.devices),
+        store: Arc::clone(&stores.revocation_store),
+        revocations: Arc::clone(&stores.revocations),
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -69,6 +76,8 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         Admin {
             health: Arc::clone(&stores.health),
             sso: Arc::clone(&sso),
+            live: Arc::clone(&live),
+            revoker,
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());

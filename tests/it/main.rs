@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_api;
 mod cli;
 mod connections;
 mod demotion;
