@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod endpoints;
 pub mod error;
 pub mod live;

@@ -7,6 +7,7 @@ mod common;
 mod admin_api;
 mod cli;
 mod connections;
+mod cors;
 mod demotion;
 mod errors;
 mod headers;
