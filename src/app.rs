@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::live::Live;
 use crate::password::Passwords;
+use crate::revocation::Revocations;
 use crate::store::{ChallengeStore, DeviceStore, LoginStore, SessionStore, UserStore};
 
 pub struct App {
@@ -18,5 +19,7 @@ pub struct App {
     pub devices: Arc<dyn DeviceStore>,
     /// Single sign-on logins between start and callback.
     pub logins: Arc<dyn LoginStore>,
+    /// The `issuedBefore` cut-off every token is checked against.
+    pub revocations: Arc<Revocations>,
     pub passwords: Arc<Passwords>,
 }

@@ -23,8 +23,9 @@ pub struct Caller {
     pub org: Option<Arc<Org>>,
 }
 
-/// Token -> signature and expiry -> live session -> account and organization in good standing.
-/// Disabling an account or an organization therefore takes effect on existing sessions at once.
+/// Token -> signature and expiry -> issued after the cut-off -> live session -> account and
+/// organization in good standing. Disabling an account or an organization therefore takes
+/// effect on existing sessions at once.
 pub async fn authenticate(
     app: &App,
     live: &Live,
@@ -33,6 +34,10 @@ pub async fn authenticate(
 ) -> Result<Caller, GatewayError> {
     let verified = live.keys.verify(token, now)?;
     let claims = &verified.claims;
+    // An admin's `issuedBefore` revocation: one atomic load.
+    if !app.revocations.admits(claims.iat) {
+        return Err(GatewayError::SessionExpired);
+    }
     let session = app
         .sessions
         .is_live(&claims.user_id, &claims.session_id, now)
@@ -329,6 +334,7 @@ mod tests {
             challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
             devices: mfa,
             logins: Arc::new(crate::store::memory::MemoryLogins::default()),
+            revocations: Arc::default(),
             passwords: Arc::new(Passwords::new(1, 8, [])),
         }
     }
@@ -355,6 +361,21 @@ mod tests {
             authenticate(&app, &live, &token, 102).await,
             Err(GatewayError::SessionExpired)
         ));
+    }
+
+    #[tokio::test]
+    async fn tokens_issued_before_the_cut_off_are_refused() {
+        let app = app("user");
+        let live = app.live.load_full();
+        let user = app.users.user_by_id("u").await.unwrap().unwrap();
+        let old = start_session(&app, &live, &user, 100).await.unwrap();
+        app.revocations.raise(101);
+        assert!(matches!(
+            authenticate(&app, &live, &old, 102).await,
+            Err(GatewayError::SessionExpired)
+        ));
+        let new = start_session(&app, &live, &user, 101).await.unwrap();
+        assert!(authenticate(&app, &live, &new, 102).await.is_ok());
     }
 
     #[tokio::test]

@@ -71,6 +71,14 @@ pub enum GatewayError {
     BadGateway,
     #[error("upstream did not answer in time")]
     GatewayTimeout,
+    #[error("admin token missing or wrong")]
+    AdminUnauthorized,
+    #[error("no live session has this id")]
+    UnknownSession,
+    #[error("no user has this id")]
+    UnknownUser,
+    #[error("origin not allowed")]
+    OriginNotAllowed,
 }
 
 #[derive(Serialize)]
@@ -92,7 +100,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             MissingToken | Token(_) | SessionExpired | InvalidCredentials | AccountDisabled
-            | FirmDisabled | WrongPassword | WrongCode => StatusCode::UNAUTHORIZED,
+            | FirmDisabled | WrongPassword | WrongCode | AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             ChallengeGone | ChallengeExhausted => StatusCode::GONE,
             DeliveryFailed | BadGateway | Sso(SsoError::Unavailable { .. }) => {
                 StatusCode::BAD_GATEWAY
@@ -102,9 +112,9 @@ impl GatewayError {
             Sso(SsoError::NoAccount) => StatusCode::FORBIDDEN,
             Sso(SsoError::UnknownProvider) => StatusCode::BAD_REQUEST,
             Sso(SsoError::NoSuchProvider) => StatusCode::NOT_FOUND,
-            Forbidden | RegistrationClosed => StatusCode::FORBIDDEN,
+            Forbidden | RegistrationClosed | OriginNotAllowed => StatusCode::FORBIDDEN,
             Store(StoreError::EmailTaken) => StatusCode::CONFLICT,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | UnknownSession | UnknownUser => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -182,6 +192,13 @@ impl GatewayError {
                 "Gateway Timeout",
                 "The upstream service did not answer in time",
             )),
+            AdminUnauthorized => fixed((
+                "Unauthorized",
+                "A valid admin token is required (Authorization: Bearer <admin token>)",
+            )),
+            UnknownSession => fixed(("Not Found", "No live session has this id")),
+            UnknownUser => fixed(("Not Found", "No user has this id")),
+            OriginNotAllowed => fixed(("Forbidden", "This origin is not allowed")),
             Sso(SsoError::Failed(why)) => ("SSO failed", Cow::Borrowed(*why)),
             Sso(SsoError::NoAccount) => {
                 fixed(("Forbidden", "No account is linked to this identity"))

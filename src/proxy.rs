@@ -21,6 +21,7 @@ use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::{client_ip, is_trusted};
 use crate::config::AuthMode;
 use crate::connections::{LINGER, Watch, drain};
+use crate::cors::{self, Grant};
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
@@ -58,6 +59,8 @@ pub struct RequestCtx {
     identity: Option<Arc<Verified>>,
     /// Status of a response the gateway wrote itself.
     answered: Option<u16>,
+    /// A listed origin's CORS grant, for an endpoint or a route with `cors = true`.
+    cors: Option<Grant>,
 }
 
 #[async_trait]
@@ -73,6 +76,7 @@ impl ProxyHttp for Gateway {
             route: None,
             identity: None,
             answered: None,
+            cors: None,
         }
     }
 
@@ -127,7 +131,7 @@ impl ProxyHttp for Gateway {
                     );
                 }
                 ctx.answered = Some(status.as_u16());
-                respond_error(session, &e).await?;
+                respond_error(session, &e, ctx.cors.as_ref()).await?;
                 Ok(true)
             }
         }
@@ -178,6 +182,23 @@ impl ProxyHttp for Gateway {
         set_forwarding_headers(upstream_request, ctx.peer, peer_trusted, ctx.client_ip)
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A route that opted in answers CORS as configured, whatever the upstream sent.
+        let owns_cors = match (ctx.live.as_ref(), ctx.route) {
+            (Some(live), Some(index)) => live.router.route(index).is_some_and(|r| r.cors),
+            _ => false,
+        };
+        if owns_cors {
+            cors::on_proxied(upstream_response, ctx.cors.as_ref())?;
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -198,7 +219,7 @@ impl ProxyHttp for Gateway {
         };
         let code = match error {
             Some(error) => {
-                if let Err(write_err) = respond_error(session, &error).await {
+                if let Err(write_err) = respond_error(session, &error, ctx.cors.as_ref()).await {
                     tracing::debug!("could not send error response: {write_err}");
                 }
                 error.status().as_u16()
@@ -271,14 +292,27 @@ impl Gateway {
         // is also what the upstream receives.
         let encoded_separator = normalize_request(session.req_header_mut())?;
         match Endpoint::classify(session.req_header().uri.path()) {
-            Some(endpoint) => self
-                .answer(session, live, endpoint, ctx.client_ip)
-                .await
-                .map(Some),
-            None => self
-                .admit(session, ctx, live, encoded_separator)
-                .await
-                .map(|()| None),
+            Some(endpoint) => {
+                let req = session.req_header();
+                if cors::is_preflight(req) {
+                    // Before the method check: a preflight needs no token and is no credential
+                    // request.
+                    return cors::preflight(&live.config.cors, req, endpoint.method()).map(Some);
+                }
+                ctx.cors = cors::grant(&live.config.cors, req);
+                let mut reply = self.answer(session, live, endpoint, ctx.client_ip).await?;
+                if let Some(grant) = &ctx.cors {
+                    grant.add_to(&mut reply.headers);
+                }
+                Ok(Some(reply))
+            }
+            None => match cors::route_preflight(live, session.req_header()) {
+                Some(preflight) => preflight.map(Some),
+                None => self
+                    .admit(session, ctx, live, encoded_separator)
+                    .await
+                    .map(|()| None),
+            },
         }
     }
 
@@ -356,6 +390,9 @@ impl Gateway {
             return Err(PathError::EncodedSeparator.into());
         }
         ctx.route = Some(index);
+        if route.cors {
+            ctx.cors = cors::grant(&live.config.cors, session.req_header());
+        }
         if let Some(limiter) = &route.limiter {
             limiter.check(ctx.client_ip).await?;
         }
@@ -483,9 +520,19 @@ fn error_chain(e: &GatewayError) -> String {
     text
 }
 
-async fn respond_error(session: &mut Session, e: &GatewayError) -> Result<()> {
-    let retry_after = e.retry_after().map(|s| ("retry-after", s.to_string()));
-    respond(session, e.status(), e.body(), retry_after.as_slice()).await
+async fn respond_error(
+    session: &mut Session,
+    e: &GatewayError,
+    cors: Option<&Grant>,
+) -> Result<()> {
+    let mut headers = Vec::new();
+    if let Some(secs) = e.retry_after() {
+        headers.push(("retry-after", secs.to_string()));
+    }
+    if let Some(grant) = cors {
+        grant.add_to(&mut headers);
+    }
+    respond(session, e.status(), e.body(), &headers).await
 }
 
 async fn respond(
@@ -494,9 +541,13 @@ async fn respond(
     body: Bytes,
     headers: &[(&'static str, String)],
 ) -> Result<()> {
+    // A 204 (a CORS preflight) has no body, whatever the reply held.
+    let bodiless = status == StatusCode::NO_CONTENT;
     let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    if !bodiless {
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    }
     // Responses carry tokens and per-user data: never cache them.
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     for (name, value) in headers {
@@ -508,8 +559,12 @@ async fn respond(
         // The connection cannot be reused with a body half read.
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session
+        .write_response_header(Box::new(resp), bodiless)
+        .await?;
+    if !bodiless {
+        session.write_response_body(Some(body), true).await?;
+    }
     if unread {
         // A client that sends its whole body before reading would otherwise meet a reset when
         // the connection closes with its data unread, and lose this answer.

@@ -11,7 +11,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Revoker};
 use crate::app::App;
 use crate::auth::unix_now;
 use crate::config::{Backend, Config};
@@ -20,12 +20,15 @@ use crate::live::Live;
 use crate::password::Passwords;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
+use crate::revocation::Revocations;
 use crate::sso::Sso;
 use crate::store::cache::{Cache, Cached};
-use crate::store::memory::{AlwaysReady, MemoryLogins, MemoryMfa, MemorySessions, MemoryUsers};
+use crate::store::memory::{
+    AlwaysReady, MemoryLogins, MemoryMfa, MemoryRevocations, MemorySessions, MemoryUsers,
+};
 use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
-use crate::store::{SessionStore, Stores};
+use crate::store::{RevocationStore, SessionStore, Stores};
 
 /// Build every service from `config` (read from `path`, which a reload reads again) and serve
 /// until a shutdown signal.
@@ -44,6 +47,13 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
     let app = build_app(config.clone(), &stores)?;
     let live = Arc::clone(&app.live);
     let sessions = Arc::clone(&stores.sessions);
+    let revoker = Revoker {
+        users: Arc::clone(&stores.users),
+        sessions: Arc::clone(&stores.sessions),
+        devices: Arc::clone(&stores.devices),
+        store: Arc::clone(&stores.revocation_store),
+        revocations: Arc::clone(&stores.revocations),
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -65,6 +75,7 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
         Admin {
             health: Arc::clone(&stores.health),
             live: Arc::clone(&live),
+            revoker,
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());
@@ -145,7 +156,11 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
                 Some(config.store.users_file.clone()),
             ));
             let mfa = Arc::new(MemoryMfa::default());
+            // The cut-off lives in this process only.
+            let revocations = Arc::new(Revocations::default());
             Stores {
+                revocation_store: Arc::new(MemoryRevocations(Arc::clone(&revocations))),
+                revocations,
                 users: Arc::clone(&users) as Arc<dyn crate::store::UserStore>,
                 users_file: Some(users),
                 challenges: Arc::clone(&mfa) as Arc<dyn crate::store::ChallengeStore>,
@@ -177,8 +192,15 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
             // the listener keeps in step with every other instance's changes.
             let cache = Arc::new(Cache::new(settings.session_cache));
             let cached = Arc::new(Cached::new(redis.clone(), Arc::clone(&cache)));
+            let revocations = Arc::new(Revocations::new(start_cut_off(&redis)));
             Stores {
-                listener: Some(redis.listener(settings.urls.clone(), cache)),
+                listener: Some(redis.listener(
+                    settings.urls.clone(),
+                    cache,
+                    Arc::clone(&revocations),
+                )),
+                revocations,
+                revocation_store: Arc::new(redis.clone()),
                 users: Arc::clone(&cached) as Arc<dyn crate::store::UserStore>,
                 sessions: cached,
                 limits: Some(Arc::new(redis.clone())),
@@ -190,6 +212,27 @@ pub fn build_stores(config: &mut Config) -> anyhow::Result<Stores> {
             }
         }
     })
+}
+
+/// The `issuedBefore` cut-off in force, read before the first request. Unreadable now, it is
+/// read by the change listener as soon as Redis answers, before the cache is trusted (and every
+/// request needs Redis until then anyway).
+fn start_cut_off(redis: &RedisStore) -> i64 {
+    match redis.block_on(redis.not_before()).and_then(|read| read) {
+        Ok(t) => {
+            if t > 0 {
+                tracing::info!(
+                    issued_before = t,
+                    "tokens issued before the cut-off are refused"
+                );
+            }
+            t
+        }
+        Err(e) => {
+            tracing::warn!("could not read the issuedBefore cut-off from redis yet: {e}");
+            0
+        }
+    }
 }
 
 /// Give a new Redis the users of the users file, so a fresh deployment can sign in at once.
@@ -228,6 +271,7 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
         challenges: Arc::clone(&stores.challenges),
         devices: Arc::clone(&stores.devices),
         logins: Arc::clone(&stores.logins),
+        revocations: Arc::clone(&stores.revocations),
         passwords,
     })
 }

@@ -131,6 +131,8 @@ pub struct Route {
     pub allow_encoded_slashes: bool,
     pub org_tiers: Option<Vec<String>>,
     pub org_ids: Option<Vec<String>>,
+    /// The gateway answers CORS for this route (`cors::route_preflight`, `cors::on_proxied`).
+    pub cors: bool,
 }
 
 impl Route {
@@ -223,6 +225,7 @@ impl Router {
                     allow_encoded_slashes: r.allow_encoded_slashes,
                     org_tiers: r.org_tiers.clone(),
                     org_ids: r.org_ids.clone(),
+                    cors: r.cors,
                 })
             })
             .collect::<Vec<_>>();

@@ -64,6 +64,9 @@ pub enum Event<'a> {
     UserChanged(&'a str),
     OrgChanged(&'a str),
     Everything,
+    /// The `issuedBefore` cut-off rose to this (not a cache matter: the listener applies it to
+    /// `revocation::Revocations`).
+    NotBefore(i64),
 }
 
 impl Event<'_> {
@@ -74,6 +77,7 @@ impl Event<'_> {
             Event::UserChanged(id) => format!("u {id}"),
             Event::OrgChanged(id) => format!("o {id}"),
             Event::Everything => "*".into(),
+            Event::NotBefore(t) => format!("nb {t}"),
         }
     }
 
@@ -84,6 +88,10 @@ impl Event<'_> {
             Some(("us", id)) => Event::UserSessionsRevoked(id),
             Some(("u", id)) => Event::UserChanged(id),
             Some(("o", id)) => Event::OrgChanged(id),
+            Some(("nb", t)) => match t.parse() {
+                Ok(t) => Event::NotBefore(t),
+                Err(_) => Event::Everything,
+            },
             _ => Event::Everything,
         }
     }
@@ -199,6 +207,9 @@ impl Cache {
     }
 
     pub fn apply(&self, event: Event<'_>) {
+        if let Event::NotBefore(_) = event {
+            return;
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         match event {
             Event::SessionRevoked(id) => {
@@ -214,6 +225,7 @@ impl Cache {
                 self.orgs.remove(&self.key(org));
             }
             Event::Everything => self.clear(),
+            Event::NotBefore(_) => {}
         }
     }
 
@@ -335,6 +347,11 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         self.inner.session(user_id, id).await
     }
 
+    // Asked only by the admin API, never on the proxied path: not cached.
+    async fn owner(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        self.inner.owner(id, now).await
+    }
+
     async fn extend(
         &self,
         user_id: &str,
@@ -413,6 +430,24 @@ mod tests {
         assert!(c.has_session("u", "b", 0));
         c.apply(Event::decode("us u"));
         assert!(!c.has_session("u", "b", 0));
+    }
+
+    #[test]
+    fn the_cut_off_event_round_trips_and_leaves_the_cache_alone() {
+        assert_eq!(
+            Event::decode(&Event::NotBefore(1_700_000_000).encode()),
+            Event::NotBefore(1_700_000_000)
+        );
+        assert_eq!(
+            Event::decode("nb soon"),
+            Event::Everything,
+            "unreadable: safe side"
+        );
+        let c = Cache::new(Duration::from_secs(30));
+        c.reset(true);
+        c.put_session(c.generation(), session("a"));
+        c.apply(Event::NotBefore(5));
+        assert!(c.has_session("u", "a", 0));
     }
 
     #[test]

@@ -12,10 +12,11 @@ use dashmap::DashMap;
 
 use super::users_file::{UsersFile, UsersFileError};
 use super::{
-    Attempt, ChallengeStore, Claim, DeviceStore, Linked, LoginStore, SessionStore, StoreError,
-    StoreHealth, UserStore, judge_attempt,
+    Attempt, ChallengeStore, Claim, DeviceStore, Linked, LoginStore, RevocationStore, SessionStore,
+    StoreError, StoreHealth, UserStore, judge_attempt,
 };
 use crate::model::{Challenge, IdentityLink, Org, PendingLogin, Session, User};
+use crate::revocation::Revocations;
 
 /// Users and organizations, indexed for the lookups the request path makes.
 #[derive(Default)]
@@ -328,6 +329,14 @@ impl SessionStore for MemorySessions {
             .map(|s| s.clone()))
     }
 
+    async fn owner(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .sessions
+            .get(id)
+            .filter(|s| s.is_live(now))
+            .map(|s| s.user_id.clone()))
+    }
+
     async fn extend(
         &self,
         user_id: &str,
@@ -442,6 +451,20 @@ impl DeviceStore for MemoryMfa {
     async fn forget_devices(&self, user_id: &str) -> Result<(), StoreError> {
         self.devices.remove(user_id);
         Ok(())
+    }
+}
+
+/// The cut-off lives in the process: the instance's own `Revocations` is the store.
+pub struct MemoryRevocations(pub Arc<Revocations>);
+
+#[async_trait]
+impl RevocationStore for MemoryRevocations {
+    async fn raise_not_before(&self, t: i64) -> Result<i64, StoreError> {
+        Ok(self.0.raise(t))
+    }
+
+    async fn not_before(&self) -> Result<i64, StoreError> {
+        Ok(self.0.not_before())
     }
 }
 

@@ -95,6 +95,9 @@ pub trait SessionStore: Send + Sync {
     }
     /// The session record, whatever its state.
     async fn session(&self, user_id: &str, id: &str) -> Result<Option<Session>, StoreError>;
+    /// The user whose session this is, while it is live at `now`: how a session known only by
+    /// its id (the admin API) is found.
+    async fn owner(&self, id: &str, now: i64) -> Result<Option<String>, StoreError>;
     /// Move a live session's expiry; false when the session is already dead.
     async fn extend(
         &self,
@@ -202,6 +205,17 @@ pub trait DeviceStore: Send + Sync {
     async fn forget_devices(&self, user_id: &str) -> Result<(), StoreError>;
 }
 
+/// The `issuedBefore` cut-off (`revocation::Revocations`) where every instance finds it: a token
+/// issued before it is refused. It only ever rises.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Raise the cut-off to `t` unless it is already later, and tell every instance; returns the
+    /// cut-off now in force.
+    async fn raise_not_before(&self, t: i64) -> Result<i64, StoreError>;
+    /// The cut-off in force (0: none).
+    async fn not_before(&self) -> Result<i64, StoreError>;
+}
+
 /// Counters shared by every gateway instance: one hit on `key`, allowed `per_minute` times a
 /// minute. `Ok(None)` lets the request through; `Ok(Some(wait))` refuses it for `wait`.
 #[async_trait]
@@ -237,6 +251,10 @@ pub struct Stores {
     pub challenges: Arc<dyn ChallengeStore>,
     pub devices: Arc<dyn DeviceStore>,
     pub logins: Arc<dyn LoginStore>,
+    /// Where the `issuedBefore` cut-off is kept and announced.
+    pub revocation_store: Arc<dyn RevocationStore>,
+    /// The cut-off this instance applies, kept up to date with `revocation_store`.
+    pub revocations: Arc<crate::revocation::Revocations>,
     /// `None` when limits are kept in process only.
     pub limits: Option<Arc<dyn LimitStore>>,
     pub health: Arc<dyn StoreHealth>,

@@ -4,8 +4,10 @@
 
 mod common;
 
+mod admin_api;
 mod cli;
 mod connections;
+mod cors;
 mod demotion;
 mod errors;
 mod headers;

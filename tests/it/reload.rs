@@ -391,7 +391,11 @@ async fn an_identity_provider_added_by_reload_serves_logins() {
 
     write_config(
         &gw,
-        &format!("{}\n{}", config(&gw), sso_toml(&provider.issuer, DOMAINS, "")),
+        &format!(
+            "{}\n{}",
+            config(&gw),
+            sso_toml(&provider.issuer, DOMAINS, "")
+        ),
     );
     wait_for_log(&gw, RELOADED, 1).await;
     wait_provider_status(&gw, "up", Duration::from_secs(20)).await;

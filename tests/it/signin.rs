@@ -347,7 +347,10 @@ async fn a_signin_storm_past_the_hashing_queue_gets_503_at_once() {
             other => panic!("status {other}: {}", a.text),
         }
     }
-    assert!(refused > 0, "one thread and a queue of one cannot take 12 at once");
+    assert!(
+        refused > 0,
+        "one thread and a queue of one cannot take 12 at once"
+    );
     // The proxied path never waited on any of it.
     let token = signin_when_free(&gw).await;
     let a = read(

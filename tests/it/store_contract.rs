@@ -9,13 +9,16 @@ use authgate::config::RedisSettings;
 use authgate::model::{
     AccountType, Challenge, Family, IdentityLink, Org, PendingLogin, Session, Status, User,
 };
+use authgate::revocation::Revocations;
 use authgate::store::cache::{Cache, Cached};
-use authgate::store::memory::{MemoryLogins, MemoryMfa, MemorySessions, MemoryUsers};
+use authgate::store::memory::{
+    MemoryLogins, MemoryMfa, MemoryRevocations, MemorySessions, MemoryUsers,
+};
 use authgate::store::redis::RedisStore;
 use authgate::store::users_file::UsersFile;
 use authgate::store::{
-    Attempt, ChallengeStore, Claim, DeviceStore, LimitStore, Linked, LoginStore, SessionStore,
-    StoreError, UserStore,
+    Attempt, ChallengeStore, Claim, DeviceStore, LimitStore, Linked, LoginStore, RevocationStore,
+    SessionStore, StoreError, UserStore,
 };
 
 /// A Redis store on a fresh `redis-server`; the server lives as long as the returned guard.
@@ -60,6 +63,10 @@ async fn sessions_contract(store: &dyn SessionStore) {
         !store.is_live("u1", "s1", t + 60).await.unwrap(),
         "dead at expires_at"
     );
+    // A session known only by its id (the admin API) is found with its owner.
+    assert_eq!(store.owner("s1", t).await.unwrap().as_deref(), Some("u1"));
+    assert_eq!(store.owner("s3", t).await.unwrap().as_deref(), Some("u2"));
+    assert_eq!(store.owner("nope", t).await.unwrap(), None);
 
     assert!(store.extend("u1", "s1", t + 120, t).await.unwrap());
     assert!(store.is_live("u1", "s1", t + 90).await.unwrap());
@@ -69,9 +76,15 @@ async fn sessions_contract(store: &dyn SessionStore) {
         !store.revoke("u2", "s1").await.unwrap(),
         "only the owner's session"
     );
+    assert_eq!(
+        store.owner("s1", t).await.unwrap().as_deref(),
+        Some("u1"),
+        "revoking in another user's name leaves the owner alone"
+    );
     assert!(store.revoke("u1", "s1").await.unwrap());
     assert!(!store.revoke("u1", "s1").await.unwrap(), "already gone");
     assert!(!store.is_live("u1", "s1", t).await.unwrap());
+    assert_eq!(store.owner("s1", t).await.unwrap(), None, "revoked");
 
     store.create(session("s4", "u1", t + 60)).await.unwrap();
     assert_eq!(store.revoke_user("u1", Some("s4")).await.unwrap(), 1);
@@ -81,8 +94,29 @@ async fn sessions_contract(store: &dyn SessionStore) {
         store.is_live("u2", "s3", t).await.unwrap(),
         "other users untouched"
     );
+    assert_eq!(
+        store.owner("s2", t).await.unwrap(),
+        None,
+        "revoked with its user"
+    );
+    assert_eq!(store.owner("s4", t).await.unwrap().as_deref(), Some("u1"));
     assert_eq!(store.revoke_user("u1", None).await.unwrap(), 1);
     assert!(!store.is_live("u1", "s4", t).await.unwrap());
+    assert_eq!(store.owner("s4", t).await.unwrap(), None);
+    assert_eq!(store.owner("s3", t).await.unwrap().as_deref(), Some("u2"));
+}
+
+async fn revocations_contract(store: &dyn RevocationStore) {
+    assert_eq!(store.not_before().await.unwrap(), 0, "none at first");
+    assert_eq!(store.raise_not_before(1_000).await.unwrap(), 1_000);
+    assert_eq!(store.not_before().await.unwrap(), 1_000);
+    assert_eq!(
+        store.raise_not_before(500).await.unwrap(),
+        1_000,
+        "never lowered"
+    );
+    assert_eq!(store.not_before().await.unwrap(), 1_000);
+    assert_eq!(store.raise_not_before(2_000).await.unwrap(), 2_000);
 }
 
 fn challenge(id: &str, code_hash: &str) -> Challenge {
@@ -377,6 +411,43 @@ async fn memory_sessions() {
 async fn redis_sessions() {
     let (_server, store) = redis().await;
     sessions_contract(&store).await;
+}
+
+#[tokio::test]
+async fn memory_revocations() {
+    revocations_contract(&MemoryRevocations(Arc::new(Revocations::default()))).await;
+}
+
+#[tokio::test]
+async fn redis_revocations() {
+    let (server, store) = redis().await;
+    revocations_contract(&store).await;
+    assert_eq!(
+        server.query::<String>(&["GET", "contract:not_before"]),
+        "2000",
+        "kept in Redis, where every instance reads it"
+    );
+}
+
+/// The owner index lives in Redis next to the session and goes with it.
+#[tokio::test]
+async fn redis_session_owner_index() {
+    let (server, store) = redis().await;
+    let t = now();
+    store.create(session("s1", "u1", t + 60)).await.unwrap();
+    assert_eq!(server.query::<String>(&["GET", "contract:sid:{s1}"]), "u1");
+    let ttl: i64 = server.query(&["TTL", "contract:sid:{s1}"]);
+    assert!((55..=60).contains(&ttl), "expires with the session: {ttl}");
+    assert!(store.extend("u1", "s1", t + 600, t).await.unwrap());
+    let ttl: i64 = server.query(&["TTL", "contract:sid:{s1}"]);
+    assert!(
+        (595..=600).contains(&ttl),
+        "extended with the session: {ttl}"
+    );
+    store.create(session("s2", "u1", t + 60)).await.unwrap();
+    assert_eq!(store.revoke_user("u1", None).await.unwrap(), 2);
+    let left: Vec<String> = server.query(&["KEYS", "contract:sid:*"]);
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

@@ -38,6 +38,11 @@ impl Keys {
     pub(super) fn session(&self, user: &str, id: &str) -> String {
         format!("{}{id}", self.session_prefix(user))
     }
+    /// Which user a session belongs to, by session id alone (the admin API revokes by id). Its
+    /// own hash tag: written next to the session, never inside the session's scripts.
+    pub(super) fn session_owner(&self, id: &str) -> String {
+        format!("{}sid:{{{id}}}", self.prefix)
+    }
     pub(super) fn user_sessions(&self, user: &str) -> String {
         format!("{}{{u:{user}}}:sessions", self.prefix)
     }
@@ -59,6 +64,10 @@ impl Keys {
     }
     pub(super) fn secret(&self) -> String {
         format!("{}secret", self.prefix)
+    }
+    /// The `issuedBefore` cut-off, Unix seconds.
+    pub(super) fn not_before(&self) -> String {
+        format!("{}not_before", self.prefix)
     }
     pub(super) fn channel(&self) -> String {
         format!("{}events", self.prefix)

@@ -1,6 +1,7 @@
 //! The change listener: follows the events channel so this instance's cache drops what other
-//! instances changed, and notices when Redis stops answering. It runs as a Pingora background
-//! service, so it starts and stops with the server.
+//! instances changed and a raised `issuedBefore` cut-off applies at once, and notices when Redis
+//! stops answering. It runs as a Pingora background service, so it starts and stops with the
+//! server.
 
 use std::time::Duration;
 
@@ -12,72 +13,109 @@ use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 
 use super::{RedisStore, unavailable};
+use crate::revocation::Revocations;
 use crate::store::StoreError;
 use crate::store::cache::{Cache, Event};
 
-/// `RedisStore::listener`: the background service that keeps the cache honest.
+/// `RedisStore::listener`: the background service that keeps the cache and the cut-off honest.
 #[derive(Clone)]
 pub struct Listener {
     store: RedisStore,
     urls: Vec<String>,
     cache: Arc<Cache>,
+    revocations: Arc<Revocations>,
 }
 
 #[async_trait]
 impl BackgroundService for Listener {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
-            () = self.store.clone().listen(self.urls.clone(), &self.cache) => {}
+            () = self.store.clone().listen(self.urls.clone(), &self.cache, &self.revocations) => {}
             _ = shutdown.changed() => {}
         }
     }
 }
 
 impl RedisStore {
-    /// The change listener for this store and the cache in front of it, to run as a
-    /// background service. Until it runs, the cache is not used.
-    pub fn listener(&self, urls: Vec<String>, cache: Arc<Cache>) -> Listener {
+    /// The change listener for this store, the cache in front of it and the instance's
+    /// cut-off, to run as a background service. Until it runs, the cache is not used.
+    pub fn listener(
+        &self,
+        urls: Vec<String>,
+        cache: Arc<Cache>,
+        revocations: Arc<Revocations>,
+    ) -> Listener {
         Listener {
             store: self.clone(),
             urls,
             cache,
+            revocations,
         }
     }
 
     /// Follow the events channel until shutdown. The cache is trusted only while the
-    /// subscription is up and Redis answers pings; otherwise it is empty and every request asks
+    /// subscription is up and Redis answers; otherwise it is empty and every request asks
     /// Redis (and gets 503 while Redis is down).
-    async fn listen(self, urls: Vec<String>, cache: &Cache) {
+    ///
+    /// The cut-off is read once subscribed (a raise after that read arrives as a message), and
+    /// again every second in place of a PING, so that a lost message still takes effect within
+    /// a second.
+    async fn listen(self, urls: Vec<String>, cache: &Cache, revocations: &Revocations) {
         let channel = self.inner.keys.channel();
         loop {
             if let Some(mut pubsub) = self.subscribe(&urls, &channel).await {
-                cache.reset(true);
-                self.set_down(false);
-                tracing::info!("redis change listener subscribed");
-                let mut ping = tokio::time::interval(Duration::from_secs(1));
-                let mut messages = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        msg = messages.next() => match msg {
-                            Some(msg) => {
-                                let payload: String = msg.get_payload().unwrap_or_default();
-                                cache.apply(Event::decode(&payload));
-                            }
-                            None => break,
-                        },
-                        _ = ping.tick() => {
-                            if let Err(e) = self.ping_now().await {
-                                tracing::warn!("redis ping failed: {e}");
-                                break;
-                            }
-                        }
+                match self.read_not_before().await {
+                    Ok(t) => {
+                        revocations.raise(t);
+                        cache.reset(true);
+                        self.set_down(false);
+                        tracing::info!("redis change listener subscribed");
+                        self.follow(&mut pubsub, cache, revocations).await;
+                        tracing::warn!("redis change listener lost its subscription");
                     }
+                    Err(e) => tracing::warn!("redis cut-off not readable: {e}"),
                 }
-                tracing::warn!("redis change listener lost its subscription");
             }
             cache.reset(false);
             self.set_down(true);
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Apply announcements until the subscription ends or Redis stops answering.
+    async fn follow(
+        &self,
+        pubsub: &mut redis::aio::PubSub,
+        cache: &Cache,
+        revocations: &Revocations,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(msg) => {
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        match Event::decode(&payload) {
+                            Event::NotBefore(t) => {
+                                revocations.raise(t);
+                            }
+                            event => cache.apply(event),
+                        }
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => match self.read_not_before().await {
+                    // Also the liveness check: an answer proves Redis answers.
+                    Ok(t) => {
+                        revocations.raise(t);
+                    }
+                    Err(e) => {
+                        tracing::warn!("redis ping failed: {e}");
+                        return;
+                    }
+                },
+            }
         }
     }
 

@@ -94,7 +94,7 @@ impl DeviceStore for RedisStore {
         call.key(keys.devices(user_id))
             .arg(keys.device_prefix(user_id))
             .arg("");
-        self.run(call.invoke_async::<i64>(&mut conn))
+        self.run(call.invoke_async::<Vec<String>>(&mut conn))
             .await
             .map(drop)
     }

@@ -16,6 +16,7 @@
 //! | `P{users}:idpuser:["<issuer>","<user>"]` | the subject that user is linked to at that issuer |
 //! | `P{u:<user>}:s:<session>` | session, JSON, expiring with the session (`EXAT`) |
 //! | `P{u:<user>}:sessions` | set of the user's session ids |
+//! | `Psid:{<session>}` | id of the user the session belongs to, expiring with the session |
 //! | `P{u:<user>}:dev:<hash>` | a trusted device (hash of its token), expiring with it |
 //! | `P{u:<user>}:devices` | set of the user's trusted device hashes |
 //! | `Pmfa:{<challenge>}` | MFA challenge, JSON (code hash, attempts), expiring with it |
@@ -23,15 +24,17 @@
 //! | `Prl:<bucket>:<ip>` | rate-limit state (GCRA theoretical arrival time, ms) |
 //! | `Paf:{<account>}` | sign-in attempts on an account (hash of its email), expiring with the window |
 //! | `Paf:{<account>}:<ip>` | sign-in attempts on that account from one address |
+//! | `Pnot_before` | the `issuedBefore` cut-off, Unix seconds; only ever raised |
 //!
 //! Changes are announced on the channel `Pevents`, so that every instance's cache drops what
-//! changed at once (see `cache`).
+//! changed at once (see `cache`), and applies a raised cut-off at once.
 mod conn;
 mod keys;
 mod limits;
 mod listener;
 mod logins;
 mod mfa;
+mod revocations;
 mod scripts;
 mod seed;
 mod sessions;

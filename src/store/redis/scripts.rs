@@ -15,9 +15,17 @@ const CREATE_USER: &str = include_str!("scripts/create_user.lua");
 
 const REVOKE_SESSION: &str = include_str!("scripts/revoke_session.lua");
 
-/// Delete every member of a user's index (sessions or devices) but ARGV[2]. Every key of the
-/// user shares the user's hash tag, so this stays in one slot.
+/// Delete every member of a user's index (sessions or devices) but ARGV[2], returning the ids
+/// deleted. Every key of the user shares the user's hash tag, so this stays in one slot.
 const REVOKE_USER: &str = include_str!("scripts/revoke_user.lua");
+
+/// Delete a key only while it holds the given value (a session's owner index, which must not be
+/// removed on behalf of another user).
+const DELETE_IF: &str = include_str!("scripts/delete_if.lua");
+
+/// Raise a number to a given value unless it is higher already (the `issuedBefore` cut-off,
+/// which only ever rises); returns the value held.
+const RAISE: &str = include_str!("scripts/raise.lua");
 
 /// GCRA, the algorithm `governor` runs in process: a burst of `burst`, one slot back every
 /// `emission` ms. Redis's own clock is used so that instances with skewed clocks agree.
@@ -40,6 +48,8 @@ const LINK_IDENTITY: &str = include_str!("scripts/link_identity.lua");
 pub(super) struct Scripts {
     pub(super) attempt: Script,
     pub(super) create_user: Script,
+    pub(super) delete_if: Script,
+    pub(super) raise: Script,
     pub(super) create_session: Script,
     pub(super) extend_session: Script,
     pub(super) link_identity: Script,
@@ -54,6 +64,8 @@ impl Scripts {
         Scripts {
             attempt: Script::new(ATTEMPT),
             create_user: Script::new(CREATE_USER),
+            delete_if: Script::new(DELETE_IF),
+            raise: Script::new(RAISE),
             create_session: Script::new(CREATE_SESSION),
             extend_session: Script::new(EXTEND_SESSION),
             link_identity: Script::new(LINK_IDENTITY),

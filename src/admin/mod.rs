@@ -1,8 +1,11 @@
-//! The admin listener: liveness and readiness for orchestrators, and the OpenAPI description of
-//! the gateway's endpoints, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, the OpenAPI description of
+//! the gateway's endpoints, and (with `admin.token`) the revocation API, kept off the public port.
+
+mod revoke;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -10,17 +13,20 @@ use pingora::protocols::http::ServerSession;
 
 use serde_json::json;
 
-use arc_swap::ArcSwap;
-
+use crate::auth::unix_now;
 use crate::live::Live;
 use crate::store::StoreHealth;
 
+pub use revoke::{Revocation, Revoker};
+
 /// The OpenAPI 3.1 description of the gateway's own endpoints (`docs/openapi.json`).
-pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
+    /// The configuration in force, for `admin.token` and the providers' reachability.
     pub live: Arc<ArcSwap<Live>>,
+    pub revoker: Revoker,
 }
 
 #[async_trait]
@@ -28,6 +34,21 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         if session.req_header().uri.path() == "/openapi.json" {
             return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec());
+        }
+        if session.req_header().uri.path() == "/admin/revoke" {
+            // Without a configured admin token the API does not exist: 404 like any unknown path.
+            let live = self.live.load_full();
+            if let Some(token) = live.config.admin.token.as_deref() {
+                let (status, body) = self.revoker.serve(session, token, unix_now()).await;
+                let mut resp = json_response(status, body.to_vec());
+                if status == StatusCode::UNAUTHORIZED {
+                    resp.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer realm=\"authgate admin\""),
+                    );
+                }
+                return resp;
+            }
         }
         let (status, mut body) = match session.req_header().uri.path() {
             // Alive: the process answers. Restarting it would not fix a store outage.
