@@ -73,6 +73,7 @@ fn session() -> Session {
         user_id: "6430736fd62d650040420674".into(),
         created_at: 1_700_000_000,
         expires_at: 4_000_000_000,
+        family: authgate::model::Family::Profile,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::live::Live;
 use crate::mfa;
 use crate::model::{AccountType, Challenge, Family, Org, Session, Status, User, normalize_email};
 use crate::token::Claims;
+use crate::token::jwt::TokenError;
 use crate::token::jwt::Verified;
 
 /// A caller whose token, session, account and organization all check out.
@@ -32,7 +33,20 @@ pub async fn authenticate(
     token: &str,
     now: i64,
 ) -> Result<Caller, GatewayError> {
-    let verified = live.keys.verify(token, now)?;
+    let verified = match live.keys.verify(token, now) {
+        Ok(v) => v,
+        // A token that ran out at its session's absolute cap: the session is over, and no
+        // refresh can bring it back, so say so rather than "jwt expired".
+        Err(TokenError::Expired)
+            if live
+                .keys
+                .signed_claims(token)
+                .is_some_and(|c| live.ended_by_cap(c.exp - c.iat)) =>
+        {
+            return Err(GatewayError::SessionExpired);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let claims = &verified.claims;
     // An admin's `issuedBefore` revocation: one atomic load.
     if !app.revocations.admits(claims.iat) {
@@ -191,7 +205,7 @@ pub async fn admit(
         && now >= mfa.super_rollout
         && user.account_type == AccountType::Super;
     if !(user.mfa_enabled || mandatory_super) || (user.mfa_enabled && trusted_device) {
-        return signed_in(app, live, user, now).await;
+        return signed_in(app, live, user, family, now).await;
     }
     challenge(app, live, user, family, mandatory_super, now).await
 }
@@ -200,9 +214,10 @@ async fn signed_in(
     app: &App,
     live: &Live,
     user: &User,
+    family: Family,
     now: i64,
 ) -> Result<Admission, GatewayError> {
-    let token = start_session(app, live, user, now).await?;
+    let token = start_session(app, live, user, family, now).await?;
     Ok(Admission::SignedIn { token })
 }
 
@@ -252,27 +267,33 @@ async fn challenge(
 }
 
 /// Open a server-side session for `user` and sign its first token.
+/// Open a server-side session for `user`, started by an endpoint of `family` (which sets its
+/// tokens' lifetime), and sign its first token.
 pub async fn start_session(
     app: &App,
     live: &Live,
     user: &User,
+    family: Family,
     now: i64,
 ) -> Result<String, GatewayError> {
     let session = Session {
         id: new_session_id(),
         user_id: user.id.clone(),
         created_at: now,
-        expires_at: now.saturating_add(live.validity_secs()),
+        expires_at: live.session_end(family, now, now),
+        family,
     };
     app.sessions.create(session.clone()).await?;
-    issue_token(live, user, &session.id, now)
+    issue_token(live, user, &session.id, now, session.expires_at)
 }
 
+/// A token for `session_id`, issued at `now`, ending with its session at `exp`.
 pub fn issue_token(
     live: &Live,
     user: &User,
     session_id: &str,
     now: i64,
+    exp: i64,
 ) -> Result<String, GatewayError> {
     Ok(live.keys.issue(&Claims {
         user_id: user.id.clone(),
@@ -281,7 +302,7 @@ pub fn issue_token(
         account_type: user.account_type,
         session_id: session_id.to_owned(),
         iat: now,
-        exp: now.saturating_add(live.validity_secs()),
+        exp,
     })?)
 }
 
@@ -350,7 +371,7 @@ mod tests {
         let checked = check_password(&app, &live, "A@b.c", PASSWORD, None, client(), 100)
             .await
             .unwrap();
-        let token = start_session(&app, &live, &checked.user, 100)
+        let token = start_session(&app, &live, &checked.user, Family::Profile, 100)
             .await
             .unwrap();
         let caller = authenticate(&app, &live, &token, 101).await.unwrap();
@@ -368,13 +389,17 @@ mod tests {
         let app = app("user");
         let live = app.live.load_full();
         let user = app.users.user_by_id("u").await.unwrap().unwrap();
-        let old = start_session(&app, &live, &user, 100).await.unwrap();
+        let old = start_session(&app, &live, &user, Family::Profile, 100)
+            .await
+            .unwrap();
         app.revocations.raise(101);
         assert!(matches!(
             authenticate(&app, &live, &old, 102).await,
             Err(GatewayError::SessionExpired)
         ));
-        let new = start_session(&app, &live, &user, 101).await.unwrap();
+        let new = start_session(&app, &live, &user, Family::Profile, 101)
+            .await
+            .unwrap();
         assert!(authenticate(&app, &live, &new, 102).await.is_ok());
     }
 
@@ -403,7 +428,9 @@ mod tests {
         let app = app("admin");
         let live = app.live.load_full();
         let user = app.users.user_by_id("u").await.unwrap().unwrap();
-        let token = start_session(&app, &live, &user, 100).await.unwrap();
+        let token = start_session(&app, &live, &user, Family::Profile, 100)
+            .await
+            .unwrap();
         app.users
             .save_user(User {
                 account_type: AccountType::User,

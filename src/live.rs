@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::mfa::delivery::Mailer;
+use crate::model::Family;
 use crate::ratelimit::{FailureLimiter, RateLimiter};
 use crate::sso::Sso;
 use crate::store::LimitStore;
@@ -116,7 +117,34 @@ impl Live {
         })
     }
 
-    pub fn validity_secs(&self) -> i64 {
-        i64::try_from(self.config.token.validity.as_secs()).unwrap_or(i64::MAX)
+    /// How long a token of `family` lives: a session keeps the family it was started in.
+    pub fn lifetime_secs(&self, family: Family) -> i64 {
+        let token = &self.config.token;
+        let lifetime = match family {
+            Family::Profile => token.validity,
+            Family::UserFirm => token.login_validity,
+        };
+        i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// When a session started at `created_at` and (re)issued at `now` ends: a full lifetime
+    /// from now, but never past the absolute cap from sign-in.
+    pub fn session_end(&self, family: Family, created_at: i64, now: i64) -> i64 {
+        let end = now.saturating_add(self.lifetime_secs(family));
+        match self.config.token.max_session {
+            Some(cap) => {
+                let cap = i64::try_from(cap.as_secs()).unwrap_or(i64::MAX);
+                end.min(created_at.saturating_add(cap))
+            }
+            None => end,
+        }
+    }
+
+    /// Whether an expired token of this lifetime (`exp - iat`) was cut short by the absolute
+    /// session cap rather than ending its full lifetime: then its session is over for good.
+    pub fn ended_by_cap(&self, lifetime: i64) -> bool {
+        self.config.token.max_session.is_some()
+            && lifetime != self.lifetime_secs(Family::Profile)
+            && lifetime != self.lifetime_secs(Family::UserFirm)
     }
 }

@@ -105,6 +105,14 @@ pub struct Session {
     pub created_at: i64,
     /// Unix seconds; the session is dead from this instant on.
     pub expires_at: i64,
+    /// The client family that started it, which sets its tokens' lifetime. Sessions stored
+    /// before families existed are of the signin family.
+    #[serde(default = "signin_family")]
+    pub family: Family,
+}
+
+fn signin_family() -> Family {
+    Family::Profile
 }
 
 impl Session {

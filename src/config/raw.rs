@@ -127,6 +127,10 @@ impl Default for RawAdmin {
 pub struct RawToken {
     pub secret: Option<String>,
     pub validity_secs: u64,
+    /// Lifetime of tokens of sessions started by login or register (seed 003: 24 hours).
+    pub login_validity_secs: u64,
+    /// Absolute session lifetime from sign-in, whatever refreshes; 0 turns the cap off.
+    pub max_session_secs: u64,
     /// Signing keys with ids, newest first: new tokens are signed with the first.
     pub keys: Vec<RawTokenKey>,
 }
@@ -136,6 +140,8 @@ impl Default for RawToken {
         RawToken {
             secret: None,
             validity_secs: 21_600,
+            login_validity_secs: 86_400,
+            max_session_secs: 30 * 86_400,
             keys: Vec::new(),
         }
     }

@@ -105,7 +105,12 @@ pub struct TokenSettings {
     pub secret: Vec<u8>,
     /// True when no secret was configured and a random one was made for this process.
     pub secret_generated: bool,
+    /// Lifetime of tokens of the signin family (signin, MFA after signin, single sign-on).
     pub validity: Duration,
+    /// Lifetime of tokens of the login family (login, register, MFA after login).
+    pub login_validity: Duration,
+    /// Absolute session lifetime from sign-in; `None`: sessions slide without end.
+    pub max_session: Option<Duration>,
     /// Keys with ids, newest first. Tokens are signed with the first (carrying its `kid`) when
     /// there is one, else with `secret`; a token without `kid` is checked with `secret`.
     pub keys: Vec<TokenKey>,
@@ -117,6 +122,8 @@ impl std::fmt::Debug for TokenSettings {
             .field("secret", &"<redacted>")
             .field("secret_generated", &self.secret_generated)
             .field("validity", &self.validity)
+            .field("login_validity", &self.login_validity)
+            .field("max_session", &self.max_session)
             .field(
                 "keys",
                 &self.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),

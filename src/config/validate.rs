@@ -206,6 +206,16 @@ fn token(
         secret,
         secret_generated: false,
         validity: Duration::from_secs(t.validity_secs),
+        login_validity: match t.login_validity_secs {
+            0 => {
+                return Err(v.err(
+                    "token.login_validity_secs",
+                    "must be a positive number of seconds",
+                ));
+            }
+            n => Duration::from_secs(n),
+        },
+        max_session: (t.max_session_secs > 0).then(|| Duration::from_secs(t.max_session_secs)),
         keys,
     })
 }

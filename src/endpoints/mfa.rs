@@ -56,7 +56,7 @@ pub async fn verify(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, G
         user = std::sync::Arc::new(enrolled);
     }
 
-    let token = start_session(app, live, &user, req.now).await?;
+    let token = start_session(app, live, &user, challenge.family, req.now).await?;
     let device_token = mfa::new_device_token();
     let lifetime = settings.trusted_device;
     let expires_at = req

@@ -1,4 +1,5 @@
-//! POST /api/user/refresh/profile: a fresh token with a full lifetime, for the same session.
+//! POST /api/user/refresh/profile: a fresh token with a full lifetime (of the session's family),
+//! for the same session, never past the session's absolute cap.
 
 use serde_json::json;
 
@@ -12,16 +13,23 @@ use crate::views;
 pub async fn refresh(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     let caller = req.caller()?;
     let session_id = &caller.token.claims.session_id;
-    let expires_at = req.now.saturating_add(live.validity_secs());
-    // The session slides with the token: both end a full lifetime from now.
-    if !app
+    let session = app
         .sessions
-        .extend(&caller.user.id, session_id, expires_at, req.now)
+        .session(&caller.user.id, session_id)
         .await?
+        .filter(|s| s.serves(&caller.user.id, req.now))
+        .ok_or(GatewayError::SessionExpired)?;
+    // The session slides with the token: both end a full lifetime from now, or at the cap.
+    let expires_at = live.session_end(session.family, session.created_at, req.now);
+    if expires_at <= req.now
+        || !app
+            .sessions
+            .extend(&caller.user.id, session_id, expires_at, req.now)
+            .await?
     {
         return Err(GatewayError::SessionExpired);
     }
-    let token = issue_token(live, &caller.user, session_id, req.now)?;
+    let token = issue_token(live, &caller.user, session_id, req.now, expires_at)?;
     Ok(Reply::ok(json!({
         "token": token,
         "profile": views::profile(&caller.user, caller.org.as_deref()),

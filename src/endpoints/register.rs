@@ -75,7 +75,7 @@ pub async fn register(app: &App, live: &Live, req: Request<'_>) -> Result<Reply,
     app.users
         .create_user(Some(org.clone()), user.clone())
         .await?;
-    let token = start_session(app, live, &user, req.now).await?;
+    let token = start_session(app, live, &user, Family::UserFirm, req.now).await?;
     tracing::info!(user = %user.id, org = %org.id, client = %req.client_ip, "registered");
     Ok(Reply::ok(views::signed_in(
         Family::UserFirm,

@@ -392,6 +392,7 @@ mod tests {
             user_id: "u".into(),
             created_at: 0,
             expires_at: 100,
+            family: crate::model::Family::Profile,
         }
     }
 

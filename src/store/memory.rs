@@ -492,6 +492,7 @@ mod tests {
             user_id: user.into(),
             created_at: 0,
             expires_at,
+            family: crate::model::Family::Profile,
         }
     }
 

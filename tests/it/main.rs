@@ -11,6 +11,7 @@ mod cors;
 mod demotion;
 mod errors;
 mod headers;
+mod lifetimes;
 mod lockout;
 mod mfa;
 mod paths;

@@ -45,6 +45,7 @@ fn session(id: &str, user: &str, expires_at: i64) -> Session {
         user_id: user.into(),
         created_at: now(),
         expires_at,
+        family: authgate::model::Family::Profile,
     }
 }
 
