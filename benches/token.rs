@@ -24,6 +24,7 @@ fn token(keys: &JwtKeys) -> String {
         session_id: "374c1f0d2bce576df42b980b35a6b4e8".into(),
         iat: 1_700_000_000,
         exp: 4_000_000_000,
+        session_start: None,
     })
     .expect("sign")
 }

@@ -41,7 +41,7 @@ pub async fn authenticate(
             if live
                 .keys
                 .signed_claims(token)
-                .is_some_and(|c| live.ended_by_cap(c.exp - c.iat)) =>
+                .is_some_and(|c| live.ended_by_cap(c.session_start, c.exp)) =>
         {
             return Err(GatewayError::SessionExpired);
         }
@@ -284,25 +284,25 @@ pub async fn start_session(
         family,
     };
     app.sessions.create(session.clone()).await?;
-    issue_token(live, user, &session.id, now, session.expires_at)
+    issue_token(live, user, &session, now)
 }
 
-/// A token for `session_id`, issued at `now`, ending with its session at `exp`.
+/// A token for `session`, issued at `now`, ending with the session's current expiry.
 pub fn issue_token(
     live: &Live,
     user: &User,
-    session_id: &str,
+    session: &Session,
     now: i64,
-    exp: i64,
 ) -> Result<String, GatewayError> {
     Ok(live.keys.issue(&Claims {
         user_id: user.id.clone(),
         email: user.email.clone(),
         customer_id: user.customer_id.clone(),
         account_type: user.account_type,
-        session_id: session_id.to_owned(),
+        session_id: session.id.clone(),
         iat: now,
-        exp,
+        exp: session.expires_at,
+        session_start: Some(session.created_at),
     })?)
 }
 

@@ -140,11 +140,16 @@ impl Live {
         }
     }
 
-    /// Whether an expired token of this lifetime (`exp - iat`) was cut short by the absolute
-    /// session cap rather than ending its full lifetime: then its session is over for good.
-    pub fn ended_by_cap(&self, lifetime: i64) -> bool {
-        self.config.token.max_session.is_some()
-            && lifetime != self.lifetime_secs(Family::Profile)
-            && lifetime != self.lifetime_secs(Family::UserFirm)
+    /// Whether an expired token of a session started at `session_start` ended at the
+    /// session's absolute cap (then the session is over for good) rather than at the end of
+    /// its own lifetime.
+    pub fn ended_by_cap(&self, session_start: Option<i64>, exp: i64) -> bool {
+        match (self.config.token.max_session, session_start) {
+            (Some(cap), Some(start)) => {
+                let cap = i64::try_from(cap.as_secs()).unwrap_or(i64::MAX);
+                exp >= start.saturating_add(cap)
+            }
+            _ => false,
+        }
     }
 }

@@ -572,6 +572,7 @@ mod tests {
             session_id: "s".into(),
             iat: 0,
             exp: 1,
+            session_start: None,
         };
         req.append_header("x-user-id", "evil").unwrap();
         let keys = crate::token::JwtKeys::new(b"0123456789abcdef0123456789abcdef");

@@ -13,7 +13,7 @@ use crate::views;
 pub async fn refresh(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, GatewayError> {
     let caller = req.caller()?;
     let session_id = &caller.token.claims.session_id;
-    let session = app
+    let mut session = app
         .sessions
         .session(&caller.user.id, session_id)
         .await?
@@ -29,7 +29,8 @@ pub async fn refresh(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, 
     {
         return Err(GatewayError::SessionExpired);
     }
-    let token = issue_token(live, &caller.user, session_id, req.now, expires_at)?;
+    session.expires_at = expires_at;
+    let token = issue_token(live, &caller.user, &session, req.now)?;
     Ok(Reply::ok(json!({
         "token": token,
         "profile": views::profile(&caller.user, caller.org.as_deref()),

@@ -50,6 +50,15 @@ pub struct Claims {
     pub session_id: String,
     pub iat: i64,
     pub exp: i64,
+    /// When the session started (Unix seconds): with `token.max_session_secs`, a token whose
+    /// `exp` reached `sessionStart` + the cap ended with its session. Absent in tokens issued
+    /// before sessions had a cap.
+    #[serde(
+        rename = "sessionStart",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_start: Option<i64>,
 }
 
 /// A verified token's claims, with the identity header values for the upstream already built.
@@ -238,6 +247,7 @@ mod tests {
             session_id: "s1".into(),
             iat: 1_000,
             exp,
+            session_start: None,
         }
     }
 
