@@ -22,5 +22,6 @@ pub mod sso;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod trace;
 pub mod upstream;
 pub mod views;
