@@ -1,8 +1,9 @@
-//! The admin listener: liveness and readiness for orchestrators, and the OpenAPI description of
-//! the gateway's endpoints, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, Prometheus metrics, and the
+//! OpenAPI description of the gateway's endpoints, kept off the public port.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -10,6 +11,8 @@ use pingora::protocols::http::ServerSession;
 
 use serde_json::json;
 
+use crate::live::Live;
+use crate::metrics::{self, metrics};
 use crate::sso::Sso;
 use crate::store::StoreHealth;
 
@@ -19,13 +22,20 @@ pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
     pub sso: Arc<Sso>,
+    /// The configuration in force, for the upstream health `/metrics` reports.
+    pub live: Arc<ArcSwap<Live>>,
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if session.req_header().uri.path() == "/openapi.json" {
-            return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec());
+        match session.req_header().uri.path() {
+            "/openapi.json" => return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec()),
+            "/metrics" => {
+                let body = metrics().render(&self.live.load());
+                return response(StatusCode::OK, metrics::CONTENT_TYPE, body);
+            }
+            _ => {}
         }
         let (status, mut body) = match session.req_header().uri.path() {
             // Alive: the process answers. Restarting it would not fix a store outage.
@@ -69,11 +79,15 @@ impl ServeHttp for Admin {
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+    response(status, "application/json", body)
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     resp
 }

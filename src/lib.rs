@@ -2,6 +2,7 @@
 //!
 //! Start at `proxy` to follow a request from top to bottom; `server` assembles the process.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod connections;
 pub mod endpoints;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod mfa;
 pub mod model;
 pub mod password;

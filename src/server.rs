@@ -66,6 +66,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         Admin {
             health: Arc::clone(&stores.health),
             sso: Arc::clone(&sso),
+            live: Arc::clone(&live),
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());
