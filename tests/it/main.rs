@@ -11,6 +11,7 @@ mod errors;
 mod headers;
 mod lockout;
 mod mfa;
+mod observability;
 mod paths;
 mod praxis;
 mod rate_limit;
