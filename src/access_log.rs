@@ -53,10 +53,10 @@ pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
 fn text(e: &Entry<'_>) {
     tracing::info!(
         target: "access",
-        request_id = e.request_id,
+        request_id = %e.request_id,
         client = %e.client_ip,
-        method = e.method,
-        uri = e.path,
+        method = %e.method,
+        uri = %e.path,
         status = e.status,
         user = e.user_id.unwrap_or("-"),
         ms = e.latency.as_millis() as u64,

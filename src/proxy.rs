@@ -62,20 +62,28 @@ pub struct RequestCtx {
     /// The peer is one of `server.trusted_proxies`.
     peer_trusted: bool,
     client_ip: IpAddr,
-    /// Request id and trace context, decided as the request arrives.
-    trace: Option<Trace>,
     /// The gateway endpoint that answered the request, if one did.
     endpoint: Option<Endpoint>,
     route: Option<usize>,
+    identity: Option<Arc<Verified>>,
+    /// Status of a response the gateway wrote itself.
+    answered: Option<u16>,
+    /// Boxed: Pingora moves the context with the request's future a few times, copying every
+    /// byte of it each time.
+    rec: Box<Recorded>,
+}
+
+/// What is recorded of a request beside the decisions on it: for its id, trace, metrics and log.
+#[derive(Default)]
+struct Recorded {
+    /// Request id and trace context, decided as the request arrives.
+    trace: Option<Trace>,
     /// The server of the route's upstream the request went to (its index there).
     server: Option<usize>,
     /// When the request was sent upstream, until its response header arrives.
     upstream_sent: Option<Instant>,
-    identity: Option<Arc<Verified>>,
     /// The user a gateway endpoint acted for or signed in, for the access log.
     endpoint_user: Option<String>,
-    /// Status of a response the gateway wrote itself.
-    answered: Option<u16>,
 }
 
 impl RequestCtx {
@@ -105,14 +113,11 @@ impl ProxyHttp for Gateway {
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_trusted: false,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            trace: None,
             endpoint: None,
             route: None,
-            server: None,
-            upstream_sent: None,
             identity: None,
-            endpoint_user: None,
             answered: None,
+            rec: Box::default(),
         }
     }
 
@@ -142,7 +147,7 @@ impl ProxyHttp for Gateway {
         ctx.peer = peer;
         ctx.peer_trusted = !trusted.is_empty() && is_trusted(peer, trusted);
         ctx.client_ip = client_ip(peer, session.req_header(), trusted);
-        ctx.trace = Some(Trace::of(session.req_header(), ctx.peer_trusted));
+        ctx.rec.trace = Some(Trace::of(session.req_header(), ctx.peer_trusted));
 
         let outcome = self.decide(session, ctx, &live).await;
         ctx.live = Some(live);
@@ -153,9 +158,9 @@ impl ProxyHttp for Gateway {
                 let body = serde_json::to_vec(&reply.body).unwrap_or_default();
                 ctx.answered = Some(reply.status.as_u16());
                 if reply.user_id.is_some() {
-                    ctx.endpoint_user = reply.user_id;
+                    ctx.rec.endpoint_user = reply.user_id;
                 }
-                let trace = ctx.trace.as_ref();
+                let trace = ctx.rec.trace.as_ref();
                 respond(
                     session,
                     trace,
@@ -177,7 +182,7 @@ impl ProxyHttp for Gateway {
                     );
                 }
                 ctx.answered = Some(status.as_u16());
-                respond_error(session, ctx.trace.as_ref(), &e).await?;
+                respond_error(session, ctx.rec.trace.as_ref(), &e).await?;
                 Ok(true)
             }
         }
@@ -198,7 +203,7 @@ impl ProxyHttp for Gateway {
             Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server")
         })?;
         let mut peer = Box::new(peer.clone());
-        ctx.server = Some(server);
+        ctx.rec.server = Some(server);
         peer.options.http_upstream_request_policy = upstream_request_policy(session.req_header());
         Ok(peer)
     }
@@ -221,10 +226,10 @@ impl ProxyHttp for Gateway {
             live.config.server.underscore_headers,
         )?;
         set_forwarding_headers(upstream_request, ctx.peer, ctx.peer_trusted, ctx.client_ip)?;
-        if let Some(trace) = &ctx.trace {
+        if let Some(trace) = ctx.rec.trace.as_ref() {
             trace.forward(upstream_request)?;
         }
-        ctx.upstream_sent = Some(Instant::now());
+        ctx.rec.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -239,10 +244,10 @@ impl ProxyHttp for Gateway {
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(());
         }
-        if let (Some(sent), Some(route)) = (ctx.upstream_sent.take(), ctx.route()) {
+        if let (Some(sent), Some(route)) = (ctx.rec.upstream_sent.take(), ctx.route()) {
             route.upstream.latency.observe(sent.elapsed());
         }
-        match &ctx.trace {
+        match ctx.rec.trace.as_ref() {
             Some(trace) => trace.answer(upstream_response),
             None => Ok(()),
         }
@@ -265,7 +270,8 @@ impl ProxyHttp for Gateway {
         };
         let code = match error {
             Some(error) => {
-                if let Err(write_err) = respond_error(session, ctx.trace.as_ref(), &error).await {
+                if let Err(write_err) = respond_error(session, ctx.rec.trace.as_ref(), &error).await
+                {
                     tracing::debug!("could not send error response: {write_err}");
                 }
                 error.status().as_u16()
@@ -293,7 +299,7 @@ impl ProxyHttp for Gateway {
         };
         let req = session.req_header();
         let route = ctx.route();
-        let trace = ctx.trace.as_ref();
+        let trace = ctx.rec.trace.as_ref();
         access_log::write(
             live.config.server.access_log_format,
             &Entry {
@@ -310,11 +316,11 @@ impl ProxyHttp for Gateway {
                     .identity
                     .as_ref()
                     .map(|c| c.claims.user_id.as_str())
-                    .or(ctx.endpoint_user.as_deref()),
+                    .or(ctx.rec.endpoint_user.as_deref()),
                 status,
                 latency,
                 upstream: route
-                    .zip(ctx.server)
+                    .zip(ctx.rec.server)
                     .and_then(|(r, i)| r.upstream.address(i)),
                 error: e.map(|e| e.etype().as_str()),
             },
@@ -393,7 +399,7 @@ impl Gateway {
             };
             record_auth(caller.as_ref().map(drop));
             let caller = caller?;
-            ctx.endpoint_user = Some(caller.user.id.clone());
+            ctx.rec.endpoint_user = Some(caller.user.id.clone());
             Some(caller)
         } else {
             None

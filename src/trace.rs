@@ -46,32 +46,26 @@ impl Trace {
     /// Keep what may be kept of the request's own, make the rest. `peer_trusted`: the socket
     /// peer is one of `server.trusted_proxies`.
     pub fn of(req: &RequestHeader, peer_trusted: bool) -> Trace {
-        let mut rng = rand::thread_rng();
-        let given_id = only(req, &REQUEST_ID);
-        let kept_id = given_id
-            .filter(|_| peer_trusted)
-            .flatten()
-            .filter(|v| is_request_id(v.as_bytes()));
-        let given_parent = only(req, &TRACEPARENT);
-        let kept_parent = given_parent
-            .flatten()
+        let given = Given::read(req);
+        let kept_id = given
+            .request_id
+            .only()
+            .filter(|v| peer_trusted && is_request_id(v.as_bytes()));
+        let kept_parent = given
+            .traceparent
+            .only()
             .filter(|v| is_traceparent(v.as_bytes()));
-        let (request_id, request_id_kept) = match kept_id {
-            Some(v) => (v.clone(), true),
-            None => (new_request_id(&mut rng), false),
-        };
-        let (traceparent, traceparent_kept) = match kept_parent {
-            Some(v) => (v.clone(), true),
-            None => (new_traceparent(&mut rng), false),
-        };
+        let mut rng = rand::thread_rng();
         Trace {
-            request_id,
-            traceparent,
-            request_id_kept,
-            request_id_replaced: !request_id_kept && given_id.is_some(),
-            traceparent_kept,
-            trace_replaced: !traceparent_kept
-                && (given_parent.is_some() || req.headers.contains_key(&TRACESTATE)),
+            request_id: kept_id.cloned().unwrap_or_else(|| new_request_id(&mut rng)),
+            traceparent: kept_parent
+                .cloned()
+                .unwrap_or_else(|| new_traceparent(&mut rng)),
+            request_id_kept: kept_id.is_some(),
+            request_id_replaced: kept_id.is_none() && !matches!(given.request_id, Seen::None),
+            traceparent_kept: kept_parent.is_some(),
+            trace_replaced: kept_parent.is_none()
+                && (!matches!(given.traceparent, Seen::None) || given.tracestate),
         }
     }
 
@@ -112,11 +106,58 @@ impl Trace {
     }
 }
 
-/// `Some(Some(value))` for a single field, `Some(None)` for several, `None` for none.
-fn only<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<Option<&'a HeaderValue>> {
-    let mut values = req.headers.get_all(name).iter();
-    let first = values.next()?;
-    Some(values.next().is_none().then_some(first))
+/// How often a request carries a field.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    None,
+    One(&'a HeaderValue),
+    Several,
+}
+
+impl<'a> Seen<'a> {
+    fn add(self, value: &'a HeaderValue) -> Seen<'a> {
+        match self {
+            Seen::None => Seen::One(value),
+            _ => Seen::Several,
+        }
+    }
+
+    /// The value of a field sent once; one sent several times is not believed.
+    fn only(self) -> Option<&'a HeaderValue> {
+        match self {
+            Seen::One(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// The request's own id and trace fields.
+struct Given<'a> {
+    request_id: Seen<'a>,
+    traceparent: Seen<'a>,
+    tracestate: bool,
+}
+
+impl<'a> Given<'a> {
+    /// One pass over the request's fields. Three lookups by name would hash each name (~500
+    /// instructions together); comparing the names of a dozen fields costs less, and a request
+    /// rarely has more.
+    fn read(req: &'a RequestHeader) -> Given<'a> {
+        let mut given = Given {
+            request_id: Seen::None,
+            traceparent: Seen::None,
+            tracestate: false,
+        };
+        for (name, value) in &req.headers {
+            match name.as_str() {
+                "x-request-id" => given.request_id = given.request_id.add(value),
+                "traceparent" => given.traceparent = given.traceparent.add(value),
+                "tracestate" => given.tracestate = true,
+                _ => {}
+            }
+        }
+        given
+    }
 }
 
 /// 1 to 128 visible ASCII characters: nothing that could break a log line or a header.
