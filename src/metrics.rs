@@ -206,7 +206,7 @@ pub struct StatusCounters {
     slots: Box<[OnceLock<Counter>]>,
 }
 
-/// Status codes are three digits; anything else shares the last slot.
+/// Status codes are three digits; the few above 599, which HTTP does not define, count as 599.
 const STATUS_SLOTS: usize = 600;
 
 impl StatusCounters {
