@@ -255,6 +255,7 @@ async fn challenge(
         app.challenges.delete_challenge(&id).await?;
         return Err(GatewayError::DeliveryFailed);
     }
+    crate::metrics::metrics().credential(crate::metrics::Credential::MfaSent);
     let mut body = serde_json::json!({
         "mfaRequired": true,
         "challengeId": id,

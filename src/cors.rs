@@ -101,6 +101,7 @@ pub fn preflight(
         status: StatusCode::NO_CONTENT,
         body: Value::Null,
         headers,
+        user_id: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Start at `proxy` to follow a request from top to bottom; `server` assembles the process.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod cors;
 pub mod endpoints;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod mfa;
 pub mod model;
 pub mod password;
@@ -25,5 +27,6 @@ pub mod sso;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod trace;
 pub mod upstream;
 pub mod views;

@@ -1,6 +1,7 @@
 //! The Pingora service. A request goes, top to bottom:
-//! client IP -> own endpoint? answer it : route -> rate limit -> token -> verify -> session
-//! -> account type -> forward with identity headers.
+//! client IP, request id and trace -> own endpoint? answer it : route -> rate limit -> token
+//! -> verify -> session -> account type -> forward with identity headers and trace -> response
+//! with the request id -> metrics and access log.
 //!
 //! Every decision is taken in `request_filter`, before an upstream connection is opened.
 
@@ -16,6 +17,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::access_log::{self, Entry};
 use crate::app::App;
 use crate::auth::{Caller, authenticate, unix_now};
 use crate::client_ip::{client_ip, is_trusted};
@@ -25,11 +27,15 @@ use crate::cors::{self, Grant};
 use crate::endpoints::{self, Endpoint, Reply};
 use crate::error::GatewayError;
 use crate::live::Live;
+use crate::metrics::{RequestSeries, metrics, record_auth};
 use crate::path::{PathError, normalize_request, without_parameters};
 use crate::telemetry::redact_uri;
 use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
-use crate::upstream::{set_forwarding_headers, set_identity_headers, upstream_request_policy};
+use crate::trace::Trace;
+use crate::upstream::{
+    Route, set_forwarding_headers, set_identity_headers, upstream_request_policy,
+};
 
 /// Longest request target (path and query) accepted, as nginx's default header buffers allow.
 const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -54,13 +60,49 @@ pub struct RequestCtx {
     live: Option<Arc<Live>>,
     /// The socket peer, and the client it speaks for (the same unless a trusted proxy).
     peer: IpAddr,
+    /// The peer is one of `server.trusted_proxies`.
+    peer_trusted: bool,
     client_ip: IpAddr,
+    /// The gateway endpoint that answered the request, if one did.
+    endpoint: Option<Endpoint>,
     route: Option<usize>,
     identity: Option<Arc<Verified>>,
     /// Status of a response the gateway wrote itself.
     answered: Option<u16>,
     /// A listed origin's CORS grant, for an endpoint or a route with `cors = true`.
     cors: Option<Grant>,
+    /// Boxed: Pingora moves the context with the request's future a few times, copying every
+    /// byte of it each time.
+    rec: Box<Recorded>,
+}
+
+/// What is recorded of a request beside the decisions on it: for its id, trace, metrics and log.
+#[derive(Default)]
+struct Recorded {
+    /// Request id and trace context, decided as the request arrives.
+    trace: Option<Trace>,
+    /// The server of the route's upstream the request went to (its index there).
+    server: Option<usize>,
+    /// When the request was sent upstream, until its response header arrives.
+    upstream_sent: Option<Instant>,
+    /// The user a gateway endpoint acted for or signed in, for the access log.
+    endpoint_user: Option<String>,
+}
+
+impl RequestCtx {
+    /// The route the request was admitted to.
+    fn route(&self) -> Option<&Route> {
+        self.live.as_ref()?.router.route(self.route?)
+    }
+
+    /// What this request is counted under: its endpoint, its route, or no route.
+    fn series(&self) -> &RequestSeries {
+        match (self.endpoint, self.route()) {
+            (Some(endpoint), _) => metrics().endpoint(endpoint),
+            (None, Some(route)) => &route.series,
+            (None, None) => metrics().no_route(),
+        }
+    }
 }
 
 #[async_trait]
@@ -72,11 +114,14 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             live: None,
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_trusted: false,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            endpoint: None,
             route: None,
             identity: None,
             answered: None,
             cors: None,
+            rec: Box::default(),
         }
     }
 
@@ -102,12 +147,11 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let trusted = &live.config.server.trusted_proxies;
         ctx.peer = peer;
-        ctx.client_ip = client_ip(
-            peer,
-            session.req_header(),
-            &live.config.server.trusted_proxies,
-        );
+        ctx.peer_trusted = !trusted.is_empty() && is_trusted(peer, trusted);
+        ctx.client_ip = client_ip(peer, session.req_header(), trusted);
+        ctx.rec.trace = Some(Trace::of(session.req_header(), ctx.peer_trusted));
 
         let outcome = self.decide(session, ctx, &live).await;
         ctx.live = Some(live);
@@ -117,7 +161,18 @@ impl ProxyHttp for Gateway {
             Ok(Some(reply)) => {
                 let body = serde_json::to_vec(&reply.body).unwrap_or_default();
                 ctx.answered = Some(reply.status.as_u16());
-                respond(session, reply.status, Bytes::from(body), &reply.headers).await?;
+                if reply.user_id.is_some() {
+                    ctx.rec.endpoint_user = reply.user_id;
+                }
+                let trace = ctx.rec.trace.as_ref();
+                respond(
+                    session,
+                    trace,
+                    reply.status,
+                    Bytes::from(body),
+                    &reply.headers,
+                )
+                .await?;
                 Ok(true)
             }
             Err(e) => {
@@ -131,7 +186,7 @@ impl ProxyHttp for Gateway {
                     );
                 }
                 ctx.answered = Some(status.as_u16());
-                respond_error(session, &e, ctx.cors.as_ref()).await?;
+                respond_error(session, ctx.rec.trace.as_ref(), &e, ctx.cors.as_ref()).await?;
                 Ok(true)
             }
         }
@@ -142,19 +197,17 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(live), Some(index)) = (ctx.live.as_ref(), ctx.route) else {
+        let Some(route) = ctx.route() else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(502),
                 "no route chosen",
             ));
         };
-        let Some(route) = live.router.route(index) else {
-            return Err(Error::explain(ErrorType::HTTPStatus(502), "route vanished"));
-        };
-        let peer = route.upstream.select().ok_or_else(|| {
+        let (server, peer) = route.upstream.select().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server")
         })?;
         let mut peer = Box::new(peer.clone());
+        ctx.rec.server = Some(server);
         peer.options.http_upstream_request_policy = upstream_request_policy(session.req_header());
         Ok(peer)
     }
@@ -171,15 +224,17 @@ impl ProxyHttp for Gateway {
                 "no configuration",
             ));
         };
-        let server = &live.config.server;
         set_identity_headers(
             upstream_request,
             ctx.identity.as_deref(),
-            server.underscore_headers,
+            live.config.server.underscore_headers,
         )?;
-        let peer_trusted =
-            !server.trusted_proxies.is_empty() && is_trusted(ctx.peer, &server.trusted_proxies);
-        set_forwarding_headers(upstream_request, ctx.peer, peer_trusted, ctx.client_ip)
+        set_forwarding_headers(upstream_request, ctx.peer, ctx.peer_trusted, ctx.client_ip)?;
+        if let Some(trace) = ctx.rec.trace.as_ref() {
+            trace.forward(upstream_request)?;
+        }
+        ctx.rec.upstream_sent = Some(Instant::now());
+        Ok(())
     }
 
     async fn response_filter(
@@ -188,15 +243,22 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // `100 Continue` and the like come before the response proper.
+        let status = upstream_response.status;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
+        if let (Some(sent), Some(route)) = (ctx.rec.upstream_sent.take(), ctx.route()) {
+            route.upstream.latency.observe(sent.elapsed());
+        }
         // A route that opted in answers CORS as configured, whatever the upstream sent.
-        let owns_cors = match (ctx.live.as_ref(), ctx.route) {
-            (Some(live), Some(index)) => live.router.route(index).is_some_and(|r| r.cors),
-            _ => false,
-        };
-        if owns_cors {
+        if ctx.route().is_some_and(|r| r.cors) {
             cors::on_proxied(upstream_response, ctx.cors.as_ref())?;
         }
-        Ok(())
+        match ctx.rec.trace.as_ref() {
+            Some(trace) => trace.answer(upstream_response),
+            None => Ok(()),
+        }
     }
 
     async fn fail_to_proxy(
@@ -219,7 +281,9 @@ impl ProxyHttp for Gateway {
         };
         let code = match error {
             Some(error) => {
-                if let Err(write_err) = respond_error(session, &error, ctx.cors.as_ref()).await {
+                if let Err(write_err) =
+                    respond_error(session, ctx.rec.trace.as_ref(), &error, ctx.cors.as_ref()).await
+                {
                     tracing::debug!("could not send error response: {write_err}");
                 }
                 error.status().as_u16()
@@ -234,28 +298,44 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let enabled = ctx
-            .live
-            .as_ref()
-            .is_some_and(|l| l.config.server.access_log);
-        if !enabled {
-            return;
-        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or(ctx.answered)
             .unwrap_or(0);
+        let latency = ctx.started.elapsed();
+        ctx.series().record(status, latency);
+
+        let Some(live) = ctx.live.as_ref().filter(|l| l.config.server.access_log) else {
+            return;
+        };
         let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            client = %ctx.client_ip,
-            method = %req.method,
-            uri = %redact_uri(&req.uri),
-            status,
-            user = ctx.identity.as_ref().map(|c| c.claims.user_id.as_str()).unwrap_or("-"),
-            ms = ctx.started.elapsed().as_millis() as u64,
-            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        let route = ctx.route();
+        let trace = ctx.rec.trace.as_ref();
+        access_log::write(
+            live.config.server.access_log_format,
+            &Entry {
+                request_id: trace.map(Trace::request_id).unwrap_or("-"),
+                trace_id: trace.map(Trace::trace_id).unwrap_or("-"),
+                client_ip: ctx.client_ip,
+                method: req.method.as_str(),
+                path: &redact_uri(&req.uri),
+                route: ctx
+                    .endpoint
+                    .map(Endpoint::name)
+                    .or(route.map(|r| r.prefix.as_str())),
+                user_id: ctx
+                    .identity
+                    .as_ref()
+                    .map(|c| c.claims.user_id.as_str())
+                    .or(ctx.rec.endpoint_user.as_deref()),
+                status,
+                latency,
+                upstream: route
+                    .zip(ctx.rec.server)
+                    .and_then(|(r, i)| r.upstream.address(i)),
+                error: e.map(|e| e.etype().as_str()),
+            },
         );
     }
 
@@ -293,6 +373,7 @@ impl Gateway {
         let encoded_separator = normalize_request(session.req_header_mut())?;
         match Endpoint::classify(session.req_header().uri.path()) {
             Some(endpoint) => {
+                ctx.endpoint = Some(endpoint);
                 let req = session.req_header();
                 if cors::is_preflight(req) {
                     // Before the method check: a preflight needs no token and is no credential
@@ -300,7 +381,7 @@ impl Gateway {
                     return cors::preflight(&live.config.cors, req, endpoint.method()).map(Some);
                 }
                 ctx.cors = cors::grant(&live.config.cors, req);
-                let mut reply = self.answer(session, live, endpoint, ctx.client_ip).await?;
+                let mut reply = self.answer(session, ctx, live, endpoint).await?;
                 if let Some(grant) = &ctx.cors {
                     grant.add_to(&mut reply.headers);
                 }
@@ -320,10 +401,11 @@ impl Gateway {
     async fn answer(
         &self,
         session: &mut Session,
+        ctx: &mut RequestCtx,
         live: &Live,
         endpoint: Endpoint,
-        client: IpAddr,
     ) -> Result<Reply, GatewayError> {
+        let client = ctx.client_ip;
         if session.req_header().method.as_str() != endpoint.method() {
             return Err(GatewayError::MethodNotAllowed);
         }
@@ -337,8 +419,14 @@ impl Gateway {
                 Some((_, token)) => Some(token.into_owned()),
                 None => body_token(&body),
             };
-            let token = token.ok_or(GatewayError::MissingToken)?;
-            Some(authenticate(&self.app, live, &token, now).await?)
+            let caller = match token {
+                Some(token) => authenticate(&self.app, live, &token, now).await,
+                None => Err(GatewayError::MissingToken),
+            };
+            record_auth(caller.as_ref().map(drop));
+            let caller = caller?;
+            ctx.rec.endpoint_user = Some(caller.user.id.clone());
+            Some(caller)
         } else {
             None
         };
@@ -399,7 +487,25 @@ impl Gateway {
         if route.auth == AuthMode::None {
             return Ok(());
         }
+        let identity = self.authorize(session, live, route).await;
+        match &identity {
+            // Anonymous, where the route allows it: no verdict to count.
+            Ok(None) => {}
+            Ok(Some(_)) => record_auth(Ok(())),
+            Err(e) => record_auth(Err(e)),
+        }
+        ctx.identity = identity?;
+        Ok(())
+    }
 
+    /// The caller of a route that looks at tokens: `None` for an anonymous request where the
+    /// route allows one.
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        live: &Live,
+        route: &Route,
+    ) -> Result<Option<Arc<Verified>>, GatewayError> {
         let now = unix_now();
         let caller = if let Some((_, token)) = header_or_query_token(session.req_header()) {
             Some(authenticate(&self.app, live, &token, now).await?)
@@ -411,14 +517,13 @@ impl Gateway {
         let Some(Caller { token, org, .. }) = caller else {
             return match route.auth {
                 AuthMode::Required => Err(GatewayError::MissingToken),
-                _ => Ok(()),
+                _ => Ok(None),
             };
         };
         if !route.allows(token.claims.account_type, org.as_deref()) {
             return Err(GatewayError::Forbidden);
         }
-        ctx.identity = Some(token);
-        Ok(())
+        Ok(Some(token))
     }
 }
 
@@ -522,6 +627,7 @@ fn error_chain(e: &GatewayError) -> String {
 
 async fn respond_error(
     session: &mut Session,
+    trace: Option<&Trace>,
     e: &GatewayError,
     cors: Option<&Grant>,
 ) -> Result<()> {
@@ -532,18 +638,20 @@ async fn respond_error(
     if let Some(grant) = cors {
         grant.add_to(&mut headers);
     }
-    respond(session, e.status(), e.body(), &headers).await
+    respond(session, trace, e.status(), e.body(), &headers).await
 }
 
+/// Write a response of the gateway's own, with the request's id.
 async fn respond(
     session: &mut Session,
+    trace: Option<&Trace>,
     status: StatusCode,
     body: Bytes,
     headers: &[(&'static str, String)],
 ) -> Result<()> {
     // A 204 (a CORS preflight) has no body, whatever the reply held.
     let bodiless = status == StatusCode::NO_CONTENT;
-    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(5 + headers.len()))?;
     if !bodiless {
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -552,6 +660,9 @@ async fn respond(
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     for (name, value) in headers {
         resp.insert_header(*name, value.as_str())?;
+    }
+    if let Some(trace) = trace {
+        trace.answer(&mut resp)?;
     }
     let downstream = session.as_downstream_mut();
     let unread = !(downstream.is_body_empty() || downstream.is_body_done());

@@ -14,6 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 
+use crate::metrics::{Counter, metrics};
 use crate::store::LimitStore;
 
 /// A request over its limit, and when to come back.
@@ -30,9 +31,13 @@ pub struct RateLimiter {
     shared: Option<Arc<dyn LimitStore>>,
     /// Always counts, so that it holds a realistic history when it has to take over.
     local: IpLimiter,
+    /// Requests this bucket refused.
+    refused: Counter,
 }
 
 impl RateLimiter {
+    /// `name` keys the shared counts: `auth`, `sso_start`, or `route:<prefix>`. The metrics
+    /// bucket is the same without `route:`.
     pub fn new(
         name: &str,
         per_minute: NonZeroU32,
@@ -43,6 +48,7 @@ impl RateLimiter {
             per_minute,
             shared,
             local: IpLimiter::per_minute(per_minute),
+            refused: metrics().rate_limited(name.strip_prefix("route:").unwrap_or(name)),
         }
     }
 
@@ -51,6 +57,10 @@ impl RateLimiter {
     }
 
     pub async fn check(&self, ip: IpAddr) -> Result<(), Limited> {
+        self.decide(ip).await.inspect_err(|_| self.refused.inc())
+    }
+
+    async fn decide(&self, ip: IpAddr) -> Result<(), Limited> {
         let local = self.local.check(ip);
         let Some(shared) = &self.shared else {
             return local;
@@ -87,6 +97,8 @@ pub struct FailureLimiter {
     shared: Option<Arc<dyn LimitStore>>,
     /// Always counts, and decides whenever the shared store cannot answer.
     local: DashMap<String, (u32, Instant)>,
+    /// Attempts refused because the account (or this address on it) is locked.
+    refused: Counter,
 }
 
 /// The bucket of an account: a hash of its normalised email, so that neither the process nor
@@ -113,12 +125,19 @@ impl FailureLimiter {
             window,
             shared,
             local: DashMap::new(),
+            refused: metrics().rate_limited("account"),
         }
     }
 
     /// Count one attempt on the account from `ip`, or refuse it when the account, or this
     /// address on it, has used up its window.
     pub async fn begin(&self, email: &str, ip: IpAddr) -> Result<(), Limited> {
+        self.reserve(email, ip)
+            .await
+            .inspect_err(|_| self.refused.inc())
+    }
+
+    async fn reserve(&self, email: &str, ip: IpAddr) -> Result<(), Limited> {
         let account = account_bucket(email);
         let client = client_bucket(&account, ip);
         let Some(shared) = &self.shared else {

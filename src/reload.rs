@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -22,13 +21,6 @@ use crate::store::memory::MemoryUsers;
 /// Events closer together than this are one change (an editor writes, renames, touches).
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// How many reloads were put in force, and how many were refused.
-#[derive(Default)]
-pub struct ReloadCounts {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
-
 /// The background service that reloads.
 pub struct Reloader {
     /// The configuration file; `None` runs on the embedded defaults (SIGHUP re-reads those).
@@ -37,7 +29,6 @@ pub struct Reloader {
     limits: Option<Arc<dyn LimitStore>>,
     /// The memory store's users file, re-read on SIGHUP too.
     users_file: Option<Arc<MemoryUsers>>,
-    pub counts: Arc<ReloadCounts>,
     /// The file as the running configuration was read from it, taken before the server
     /// starts: a change made before the watch begins is still noticed.
     loaded: Option<Vec<u8>>,
@@ -56,7 +47,6 @@ impl Reloader {
             live,
             limits,
             users_file,
-            counts: Arc::default(),
             loaded,
         }
     }
@@ -65,7 +55,7 @@ impl Reloader {
     pub async fn reload(&self) {
         match self.try_reload().await {
             Ok(kept) => {
-                self.counts.ok.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::record_reload(true);
                 for key in &kept {
                     tracing::warn!(
                         "{key} changed: it takes effect after a restart; the running value stays"
@@ -74,7 +64,7 @@ impl Reloader {
                 tracing::info!(file = %self.shown(), "configuration reloaded");
             }
             Err(why) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::record_reload(false);
                 tracing::error!(
                     file = %self.shown(),
                     "configuration not reloaded, the running one stays: {why}"

@@ -16,6 +16,7 @@ use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use crate::config::{
     AuthMode, Config, RouteSettings, ServerSettings, UnderscoreHeaders, UpstreamSettings,
 };
+use crate::metrics::{Latency, RequestSeries, metrics};
 use crate::model::{AccountType, Org};
 use crate::ratelimit::RateLimiter;
 use crate::store::LimitStore;
@@ -41,7 +42,11 @@ pub struct Upstream {
     pub health_check: Duration,
     /// Every server with its peer prebuilt, in a fixed order for taking turns.
     servers: Vec<(Backend, HttpPeer)>,
+    /// Each server's address as text, in the same order, for the access log and metrics.
+    addresses: Vec<String>,
     next: AtomicUsize,
+    /// Time from sending a request to this upstream to its response header.
+    pub latency: Latency,
 }
 
 impl Upstream {
@@ -60,34 +65,53 @@ impl Upstream {
                 peer.options.read_timeout = Some(server.upstream_read_timeout);
                 (backend.clone(), peer)
             })
-            .collect();
+            .collect::<Vec<(Backend, HttpPeer)>>();
         Ok(Upstream {
             name: settings.name.clone(),
             settings: settings.clone(),
             timeouts: upstream_timeouts(server),
+            addresses: servers.iter().map(|(b, _)| b.addr.to_string()).collect(),
             lb,
             health_check: settings.health_check,
             servers,
             next: AtomicUsize::new(0),
+            latency: metrics().upstream_latency(&settings.name),
         })
     }
 
-    /// The next healthy server, round robin, as the peer to connect to. When every server is
-    /// marked down, the next one is tried anyway: the health check may simply not have seen it
-    /// come back yet (a server that was down at start serves as soon as it is up), and a server
-    /// that really is down costs one refused connection and a JSON 502.
+    /// The next healthy server, round robin: its index and the peer to connect to. When every
+    /// server is marked down, the next one is tried anyway: the health check may simply not have
+    /// seen it come back yet (a server that was down at start serves as soon as it is up), and a
+    /// server that really is down costs one refused connection and a JSON 502.
     ///
     /// Pingora's `LoadBalancer::select` does the same through a hash set of visited backends
     /// and a clone of the chosen one, about 1.6k instructions a request; taking turns over the
     /// prebuilt list and asking the same health state costs a fraction of that.
-    pub fn select(&self) -> Option<&HttpPeer> {
+    pub fn select(&self) -> Option<(usize, &HttpPeer)> {
         let n = self.servers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .filter_map(|i| self.servers.get(start.wrapping_add(i) % n))
-            .find(|(backend, _)| self.lb.backends().ready(backend))
-            .or_else(|| self.servers.get(start % n.max(1)))
-            .map(|(_, peer)| peer)
+            .map(|i| start.wrapping_add(i) % n)
+            .filter_map(|i| self.servers.get(i).map(|s| (i, s)))
+            .find(|(_, (backend, _))| self.lb.backends().ready(backend))
+            .or_else(|| {
+                let i = start % n.max(1);
+                self.servers.get(i).map(|s| (i, s))
+            })
+            .map(|(i, (_, peer))| (i, peer))
+    }
+
+    /// The address of server `index`, as configured.
+    pub fn address(&self, index: usize) -> Option<&str> {
+        self.addresses.get(index).map(String::as_str)
+    }
+
+    /// Each server's address and whether it passes its health check now.
+    pub fn health(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.servers
+            .iter()
+            .zip(&self.addresses)
+            .map(|((backend, _), address)| (address.as_str(), self.lb.backends().ready(backend)))
     }
 }
 
@@ -133,6 +157,8 @@ pub struct Route {
     pub org_ids: Option<Vec<String>>,
     /// The gateway answers CORS for this route (`cors::route_preflight`, `cors::on_proxied`).
     pub cors: bool,
+    /// The route's request counters and duration histogram, labelled with its prefix.
+    pub series: RequestSeries,
 }
 
 impl Route {
@@ -226,6 +252,7 @@ impl Router {
                     org_tiers: r.org_tiers.clone(),
                     org_ids: r.org_ids.clone(),
                     cors: r.cors,
+                    series: RequestSeries::route(&r.prefix),
                 })
             })
             .collect::<Vec<_>>();
@@ -262,7 +289,7 @@ static IDENTITY_NAMES: [Bytes; 5] = [
 /// Names whose underscore spelling is always removed, whatever `server.underscore_headers`
 /// says: CGI, WSGI, PHP and Rack read `X_User_Id` as `HTTP_X_USER_ID`, the very variable the
 /// gateway's `X-User-Id` becomes, and likewise for the token and the client-address headers.
-const PROTECTED: [&str; 10] = [
+const PROTECTED: [&str; 11] = [
     IDENTITY_HEADERS[0],
     IDENTITY_HEADERS[1],
     IDENTITY_HEADERS[2],
@@ -271,6 +298,7 @@ const PROTECTED: [&str; 10] = [
     "x-access-token",
     "x-forwarded-for",
     "x-real-ip",
+    "x-request-id",
     ROUTING_OVERRIDES[0],
     ROUTING_OVERRIDES[1],
 ];
@@ -458,9 +486,11 @@ mod tests {
         let router = Router::build(&cfg, None, None).unwrap();
         let up = &router.upstreams()[0];
         let ports: Vec<u16> = (0..4)
-            .map(|_| up.select().unwrap().address().as_inet().unwrap().port())
+            .map(|_| up.select().unwrap().1.address().as_inet().unwrap().port())
             .collect();
         assert_eq!(ports, [1, 2, 1, 2]);
+        assert_eq!(up.address(1), Some("127.0.0.1:2"));
+        assert_eq!(up.health().count(), 2);
     }
 
     fn config(routes: &str) -> Config {

@@ -1,5 +1,6 @@
-//! The admin listener: liveness and readiness for orchestrators, the OpenAPI description of
-//! the gateway's endpoints, and (with `admin.token`) the revocation API, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, Prometheus metrics, the
+//! OpenAPI description of the gateway's endpoints, and (with `admin.token`) the revocation API,
+//! kept off the public port.
 
 mod revoke;
 
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use crate::auth::unix_now;
 use crate::live::Live;
+use crate::metrics::{self, metrics};
 use crate::store::StoreHealth;
 
 pub use revoke::{Revocation, Revoker};
@@ -24,7 +26,8 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub struct Admin {
     pub health: Arc<dyn StoreHealth>,
-    /// The configuration in force, for `admin.token` and the providers' reachability.
+    /// The configuration in force: `admin.token`, the providers' reachability, and the
+    /// upstream health `/metrics` reports.
     pub live: Arc<ArcSwap<Live>>,
     pub revoker: Revoker,
 }
@@ -32,8 +35,13 @@ pub struct Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if session.req_header().uri.path() == "/openapi.json" {
-            return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec());
+        match session.req_header().uri.path() {
+            "/openapi.json" => return json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec()),
+            "/metrics" => {
+                let body = metrics().render(&self.live.load());
+                return response(StatusCode::OK, metrics::CONTENT_TYPE, body);
+            }
+            _ => {}
         }
         if session.req_header().uri.path() == "/admin/revoke" {
             // Without a configured admin token the API does not exist: 404 like any unknown path.
@@ -93,11 +101,15 @@ impl ServeHttp for Admin {
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+    response(status, "application/json", body)
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     resp
 }

@@ -74,5 +74,7 @@ pub async fn verify(app: &App, live: &Live, req: Request<'_>) -> Result<Reply, G
         settings.device_cookie,
         lifetime.as_secs()
     );
-    Ok(Reply::ok(body).with_header("set-cookie", cookie))
+    Ok(Reply::ok(body)
+        .with_header("set-cookie", cookie)
+        .signing_in(&user.id))
 }

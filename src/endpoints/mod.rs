@@ -40,6 +40,40 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order (`metrics` indexes its series by it).
+    pub const ALL: [Endpoint; 12] = [
+        Endpoint::Signin,
+        Endpoint::Login,
+        Endpoint::Register,
+        Endpoint::Refresh,
+        Endpoint::Me,
+        Endpoint::ChangePassword,
+        Endpoint::MfaVerify,
+        Endpoint::Signout,
+        Endpoint::SignoutAll,
+        Endpoint::SsoStart,
+        Endpoint::SsoStartLink,
+        Endpoint::SsoCallback,
+    ];
+
+    /// The endpoint's name in the access log and as the `route` label of its metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Signin => "signin",
+            Endpoint::Login => "login",
+            Endpoint::Register => "register",
+            Endpoint::Refresh => "refresh",
+            Endpoint::Me => "me",
+            Endpoint::ChangePassword => "change_password",
+            Endpoint::MfaVerify => "mfa_verify",
+            Endpoint::Signout => "signout",
+            Endpoint::SignoutAll => "signout_all",
+            Endpoint::SsoStart => "sso_start",
+            Endpoint::SsoStartLink => "sso_start_link",
+            Endpoint::SsoCallback => "sso_callback",
+        }
+    }
+
     pub fn classify(path: &str) -> Option<Endpoint> {
         match path {
             "/api/auth/signin" => Some(Endpoint::Signin),
@@ -128,6 +162,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub headers: Vec<(&'static str, String)>,
+    /// The user the request signed in, for the access log.
+    pub user_id: Option<String>,
 }
 
 impl Reply {
@@ -136,7 +172,14 @@ impl Reply {
             status: StatusCode::OK,
             body,
             headers: Vec::new(),
+            user_id: None,
         }
+    }
+
+    /// The reply signs `user_id` in.
+    pub fn signing_in(mut self, user_id: &str) -> Reply {
+        self.user_id = Some(user_id.to_owned());
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
@@ -151,7 +194,7 @@ pub async fn handle(
     live: &Live,
     req: Request<'_>,
 ) -> Result<Reply, GatewayError> {
-    match endpoint {
+    let result = match endpoint {
         Endpoint::Signin => signin::sign_in(app, live, req, Family::Profile).await,
         Endpoint::Login => signin::sign_in(app, live, req, Family::UserFirm).await,
         Endpoint::Register => register::register(app, live, req).await,
@@ -164,7 +207,31 @@ pub async fn handle(
         Endpoint::SsoStart => sso::start(app, live, req).await,
         Endpoint::SsoStartLink => sso::start_link(app, live, req).await,
         Endpoint::SsoCallback => sso::callback(app, live, req).await,
-    }
+    };
+    count_credential(endpoint, &result);
+    result
+}
+
+/// The outcome of a credential endpoint. `ok` for signin and login means the password was
+/// right (a token or an MFA challenge follows; a challenge also counts `mfa sent`). `failed` is
+/// a refusal (4xx) other than a rate limit, which is counted as such; a server error (5xx) is
+/// not a verdict on the credentials and is counted only with the request's status.
+fn count_credential(endpoint: Endpoint, result: &Result<Reply, GatewayError>) {
+    use crate::metrics::Credential::*;
+    let (ok, failed) = match endpoint {
+        Endpoint::Signin => (SigninOk, SigninFailed),
+        Endpoint::Login => (LoginOk, LoginFailed),
+        Endpoint::MfaVerify => (MfaVerified, MfaFailed),
+        Endpoint::SsoCallback => (SsoOk, SsoFailed),
+        _ => return,
+    };
+    let outcome = match result {
+        Ok(_) => ok,
+        Err(GatewayError::RateLimited(_)) => return,
+        Err(e) if e.status().is_client_error() => failed,
+        Err(_) => return,
+    };
+    crate::metrics::metrics().credential(outcome);
 }
 
 /// Passwords are at least `password.min_length` and at most 128 characters; longer ones are
@@ -240,6 +307,13 @@ mod tests {
         assert_eq!(msg(b""), "Request body must be a JSON object");
         assert!(msg(b"{\"email\":1,\"password\":\"x\"}").starts_with("invalid type"));
         assert!(parse_json::<Creds>(b"{\"email\":\"a\",\"password\":\"b\",\"extra\":1}").is_ok());
+    }
+
+    #[test]
+    fn all_lists_every_endpoint_in_order() {
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+        }
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub async fn register(app: &App, live: &Live, req: Request<'_>) -> Result<Reply,
         &token,
         &user,
         Some(&org),
-    )))
+    ))
+    .signing_in(&user.id))
 }
 
 fn name(field: &str, value: &str) -> Result<String, GatewayError> {

@@ -44,12 +44,10 @@ pub async fn sign_in(
     match admit(app, live, &user, family, checked.trusted_device, req.now).await? {
         Admission::SignedIn { token } => {
             tracing::info!(user = %user.id, client = %req.client_ip, "signed in");
-            Ok(Reply::ok(views::signed_in(
-                family,
-                &token,
-                &user,
-                org.as_deref(),
-            )))
+            Ok(
+                Reply::ok(views::signed_in(family, &token, &user, org.as_deref()))
+                    .signing_in(&user.id),
+            )
         }
         Admission::Challenge(body) => {
             tracing::info!(user = %user.id, client = %req.client_ip, "mfa challenge issued");

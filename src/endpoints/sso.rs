@@ -42,6 +42,7 @@ pub async fn start_link(app: &App, live: &Live, req: Request<'_>) -> Result<Repl
         status: StatusCode::FOUND,
         body: json!({ "url": started.url }),
         headers: Vec::new(),
+        user_id: None,
     }
     .with_header("location", started.url)
     .with_header("set-cookie", binding_cookie(live, &started.binding)))
@@ -140,7 +141,8 @@ pub async fn callback(app: &App, live: &Live, req: Request<'_>) -> Result<Reply,
                 &token,
                 &user,
                 org.as_deref(),
-            )))
+            ))
+            .signing_in(&user.id))
         }
         Admission::Challenge(body) => {
             tracing::info!(provider = %provider.name, user = %user.id, client = %req.client_ip, "mfa challenge issued after single sign-on");

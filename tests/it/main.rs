@@ -14,6 +14,7 @@ mod headers;
 mod lifetimes;
 mod lockout;
 mod mfa;
+mod observability;
 mod paths;
 mod praxis;
 mod rate_limit;

@@ -129,6 +129,16 @@ async fn a_broken_file_is_refused_and_the_running_configuration_stays() {
     wait_for_log(&gw, RELOADED, 1).await;
     assert_eq!(get(&gw, "/b", &token).await.status, 200);
     assert_eq!(b.count(), 1);
+
+    // Counted for alerting.
+    let metrics = admin_get(&gw, "/metrics").await.text;
+    for (outcome, n) in [("ok", 1), ("failed", 2)] {
+        let line = format!("authgate_config_reloads_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]

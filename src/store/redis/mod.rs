@@ -41,7 +41,7 @@ mod sessions;
 mod users;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -52,6 +52,7 @@ use self::keys::Keys;
 use self::scripts::Scripts;
 use super::{StoreError, StoreHealth};
 use crate::config::RedisSettings;
+use crate::metrics::{RedisFailure, metrics};
 use crate::store::cache::Event;
 
 pub use listener::Listener;
@@ -136,15 +137,26 @@ impl RedisStore {
         self.inner.cluster
     }
 
-    /// Run one Redis operation under the configured timeout.
+    /// Run one Redis operation under the configured timeout, timed and counted in the metrics
+    /// (`authgate_redis_duration_seconds`, `authgate_redis_errors_total`).
     async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let m = metrics();
         if self.inner.down.load(std::sync::atomic::Ordering::Acquire) {
+            m.redis_call(Duration::ZERO, Some(RedisFailure::Unreachable));
             return Err(unavailable("not reachable"));
         }
-        match tokio::time::timeout(self.inner.timeout, op).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.inner.timeout, op).await;
+        let failure = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some(RedisFailure::Error),
+            Err(_) => Some(RedisFailure::Timeout),
+        };
+        m.redis_call(started.elapsed(), failure);
+        match outcome {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(unavailable("timed out")),
         }
