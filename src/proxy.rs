@@ -255,9 +255,13 @@ impl ProxyHttp for Gateway {
         if ctx.route().is_some_and(|r| r.cors) {
             cors::on_proxied(upstream_response, ctx.cors.as_ref())?;
         }
+        let tell = ctx
+            .live
+            .as_ref()
+            .is_some_and(|l| l.config.server.request_id_in_response);
         match ctx.rec.trace.as_ref() {
-            Some(trace) => trace.answer(upstream_response),
-            None => Ok(()),
+            Some(trace) if tell => trace.answer(upstream_response),
+            _ => Ok(()),
         }
     }
 

@@ -59,6 +59,9 @@ pub struct RawServer {
     pub header_timeout_secs: u64,
     pub max_connections_per_ip: usize,
     pub access_log_format: AccessLogFormat,
+    /// Also tell clients the request id on proxied responses (the gateway's own answers always
+    /// carry it).
+    pub request_id_in_response: bool,
 }
 
 /// `server.access_log_format`.
@@ -101,6 +104,7 @@ impl Default for RawServer {
             header_timeout_secs: 10,
             max_connections_per_ip: 256,
             access_log_format: AccessLogFormat::Text,
+            request_id_in_response: false,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct ServerSettings {
     /// Open connections per client address (trusted proxies exempt); 0 = no limit.
     pub max_connections_per_ip: usize,
     pub access_log_format: AccessLogFormat,
+    /// `X-Request-Id` on proxied responses too, as Envoy's `always_set_request_id_in_response`.
+    pub request_id_in_response: bool,
 }
 
 #[derive(Clone, PartialEq)]

@@ -134,6 +134,7 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
         upstream_read_timeout: Duration::from_millis(s.upstream_read_timeout_ms),
         access_log: s.access_log,
         access_log_format: s.access_log_format,
+        request_id_in_response: s.request_id_in_response,
         work_stealing: s.work_stealing,
         underscore_headers: s.underscore_headers,
         keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),

@@ -47,7 +47,13 @@ fn request_id(a: &Answer) -> String {
 #[tokio::test]
 async fn every_request_gets_an_id_and_a_trace_that_reach_the_upstream() {
     let up = Upstream::start();
-    let gw = Gateway::start(&up, Options::default());
+    let gw = Gateway::start(
+        &up,
+        Options {
+            server_section: "request_id_in_response = true\n".into(),
+            ..Options::default()
+        },
+    );
     let token = signin(&gw).await;
 
     // Made by the gateway: the upstream and the client see the same id.
@@ -145,7 +151,8 @@ async fn a_trusted_proxy_keeps_its_request_id() {
     let gw = Gateway::start(
         &up,
         Options {
-            server_section: "trusted_proxies = [\"127.0.0.1\"]\n".into(),
+            server_section: "trusted_proxies = [\"127.0.0.1\"]\nrequest_id_in_response = true\n"
+                .into(),
             ..Options::default()
         },
     );
@@ -213,7 +220,7 @@ async fn the_json_access_log_has_one_line_per_request_and_no_token() {
     let gw = Gateway::start(
         &up,
         Options {
-            server_section: "access_log_format = \"json\"\n".into(),
+            server_section: "access_log_format = \"json\"\nrequest_id_in_response = true\n".into(),
             ..Options::default()
         },
     );
@@ -614,4 +621,21 @@ async fn redis_calls_are_timed() {
             "{kind}"
         );
     }
+}
+
+#[tokio::test]
+async fn by_default_only_the_gateways_own_answers_tell_the_request_id() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&up, Options::default());
+    let token = signin(&gw).await;
+    let proxied = get(&gw, "/x", &[("x-access-token", &token)]).await;
+    assert_eq!(proxied.status, 200);
+    assert!(
+        proxied.headers.get("x-request-id").is_none(),
+        "proxied responses carry it only with server.request_id_in_response"
+    );
+    assert!(is_hex(&up.last().header("x-request-id").unwrap(), 32));
+    let refused = get(&gw, "/x", &[]).await;
+    assert_eq!(refused.status, 401);
+    assert!(is_hex(&request_id(&refused), 32));
 }
