@@ -1,14 +1,16 @@
-//! The access log: one line per request, as `key=value` text through the log's formatter, or,
-//! with `server.access_log_format = "json"`, as one JSON object per line on stderr.
+//! The access log: one line per request, as `key=value` text or, with
+//! `server.access_log_format = "json"`, as one JSON object.
 //!
-//! JSON lines are formatted once, on the request's thread, and handed to a writer thread
-//! through a bounded queue: a slow or blocked stderr never holds up a request. When the queue
-//! is full the line is dropped and counted (`authgate_access_log_dropped_total`).
+//! Each line is formatted once, on the request's thread, and appended to a shared buffer that a
+//! writer thread empties into stderr every few milliseconds, in one write: a request never
+//! makes a system call for its log line, never waits on a slow stderr, and never wakes another
+//! thread. When the buffer holds more than `MAX_PENDING_BYTES` (stderr cannot keep up), lines
+//! are dropped and counted (`authgate_access_log_dropped_total`).
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::LazyLock;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
@@ -17,10 +19,10 @@ use serde::Serialize;
 use crate::config::AccessLogFormat;
 use crate::metrics::metrics;
 
-/// Lines waiting for the writer; past this, lines are dropped rather than wait.
-const QUEUE_LINES: usize = 16 * 1024;
-/// The writer sends what has queued up in one write of at most about this much.
-const BATCH_BYTES: usize = 64 * 1024;
+/// How often the writer empties the buffer: the longest a line waits to be written.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Past this much unwritten, lines are dropped rather than held.
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
 /// What is logged of one request. Every text in it is already safe to log: the path is
 /// redacted, the request id checked, the rest the gateway's own.
@@ -44,24 +46,33 @@ pub struct Entry<'a> {
 }
 
 pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
-    match format {
-        AccessLogFormat::Text => text(entry),
-        AccessLogFormat::Json => json(entry),
-    }
+    let line = match format {
+        AccessLogFormat::Text => text_line(entry),
+        AccessLogFormat::Json => json_line(entry),
+    };
+    enqueue(&line);
 }
 
-fn text(e: &Entry<'_>) {
-    tracing::info!(
-        target: "access",
-        request_id = %e.request_id,
-        client = %e.client_ip,
-        method = %e.method,
-        uri = %e.path,
-        status = e.status,
-        user = e.user_id.unwrap_or("-"),
-        ms = e.latency.as_millis() as u64,
-        error = e.error.unwrap_or("-"),
+/// `2026-12-01T10:15:02.113Z  INFO access: request_id=... client=... method=GET uri=/x
+/// status=200 user=... ms=3 error=-`, shaped like the gateway's other log lines.
+fn text_line(e: &Entry<'_>) -> Vec<u8> {
+    let mut line = String::with_capacity(256);
+    let _ = writeln!(
+        line,
+        "{}  INFO access: request_id={} client={} method={} uri={} route={} status={} user={} ms={} upstream={} error={}",
+        Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        e.request_id,
+        e.client_ip,
+        e.method,
+        e.path,
+        e.route.unwrap_or("-"),
+        e.status,
+        e.user_id.unwrap_or("-"),
+        e.latency.as_millis(),
+        e.upstream.unwrap_or("-"),
+        e.error.unwrap_or("-"),
     );
+    line.into_bytes()
 }
 
 #[derive(Serialize)]
@@ -106,45 +117,57 @@ fn json_line(e: &Entry<'_>) -> Vec<u8> {
     out
 }
 
-fn json(e: &Entry<'_>) {
-    static QUEUE: LazyLock<Option<SyncSender<Vec<u8>>>> = LazyLock::new(start_writer);
-    let sent = match &*QUEUE {
-        Some(queue) => match queue.try_send(json_line(e)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        },
-        None => false,
-    };
-    if !sent {
-        metrics().access_log_dropped();
-    }
-}
-
-fn start_writer() -> Option<SyncSender<Vec<u8>>> {
-    let (queue, lines) = sync_channel(QUEUE_LINES);
-    match std::thread::Builder::new()
+/// Lines not yet written, and whether the writer thread runs.
+static PENDING: LazyLock<Mutex<Vec<u8>>> = LazyLock::new(|| {
+    if let Err(e) = std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || write_lines(lines))
+        .spawn(write_forever)
     {
-        Ok(_) => Some(queue),
-        Err(e) => {
-            tracing::error!("no access-log writer, JSON access lines are dropped: {e}");
-            None
-        }
+        tracing::error!("no access-log writer, access lines are dropped: {e}");
+    }
+    Mutex::new(Vec::with_capacity(64 * 1024))
+});
+
+fn enqueue(line: &[u8]) {
+    let mut pending = match PENDING.lock() {
+        Ok(p) => p,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if pending.len() + line.len() > MAX_PENDING_BYTES {
+        drop(pending);
+        metrics().access_log_dropped();
+        return;
+    }
+    pending.extend_from_slice(line);
+}
+
+/// Write what is pending now (at shutdown).
+pub fn flush() {
+    let batch = match PENDING.lock() {
+        Ok(mut p) => std::mem::take(&mut *p),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    if !batch.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&batch);
     }
 }
 
-/// Write lines as they come, whatever has queued up meanwhile in one write. Each write holds
-/// stderr's lock for whole lines, so the other log lines never land inside one.
-fn write_lines(lines: Receiver<Vec<u8>>) {
-    let mut batch = Vec::with_capacity(BATCH_BYTES);
-    while let Ok(line) = lines.recv() {
-        batch.extend_from_slice(&line);
-        while batch.len() < BATCH_BYTES {
-            match lines.try_recv() {
-                Ok(line) => batch.extend_from_slice(&line),
-                Err(_) => break,
+/// Every `FLUSH_EVERY`, take what has been logged and write it in one go. The buffers are
+/// swapped under the lock and written outside it, so requests never wait on stderr. Each write
+/// holds stderr's lock for whole lines, so the other log lines never land inside one.
+fn write_forever() {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        {
+            let mut pending = match PENDING.lock() {
+                Ok(p) => p,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if pending.is_empty() {
+                continue;
             }
+            std::mem::swap(&mut *pending, &mut batch);
         }
         // Nowhere to report a failing stderr; the lines are lost either way.
         let _ = std::io::stderr().lock().write_all(&batch);
@@ -155,6 +178,26 @@ fn write_lines(lines: Receiver<Vec<u8>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_line_is_one_line_with_every_field() {
+        let line = String::from_utf8(text_line(&Entry {
+            request_id: "r1",
+            trace_id: "t",
+            client_ip: "192.0.2.1".parse().unwrap(),
+            method: "GET",
+            path: "/a?token=REDACTED",
+            route: Some("/"),
+            user_id: Some("u1"),
+            status: 200,
+            latency: Duration::from_millis(3),
+            upstream: Some("127.0.0.1:3000"),
+            error: None,
+        }))
+        .unwrap();
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        assert!(line.contains("  INFO access: request_id=r1 client=192.0.2.1 method=GET uri=/a?token=REDACTED route=/ status=200 user=u1 ms=3 upstream=127.0.0.1:3000 error=-"), "{line}");
+    }
 
     #[test]
     fn a_json_line_has_every_field() {

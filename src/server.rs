@@ -326,7 +326,11 @@ impl BackgroundService for Upkeep {
         let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // The last access lines, before the process ends.
+                    crate::access_log::flush();
+                    return;
+                }
                 _ = tick.tick() => {}
             }
             self.reload_users(false).await;
