@@ -59,12 +59,14 @@ impl Upstream {
     ) -> std::io::Result<Upstream> {
         let mut lb =
             LoadBalancer::<RoundRobin>::try_from_iter(settings.servers.iter().map(String::as_str))?;
-        // Each backend is an address one of the `host:port` servers resolved to; over TLS the
-        // server's host is its default name.
+        // Each backend is an address one of the `host:port` servers resolved to; over TLS
+        // without `sni`, the server's host is the name sent and verified.
         let mut host_of: HashMap<std::net::SocketAddr, &str> = HashMap::new();
-        for s in &settings.servers {
-            for addr in s.to_socket_addrs()? {
-                host_of.entry(addr).or_insert(s.as_str());
+        if settings.tls.as_ref().is_some_and(|t| t.sni.is_none()) {
+            for s in &settings.servers {
+                for addr in s.to_socket_addrs()? {
+                    host_of.entry(addr).or_insert(s.as_str());
+                }
             }
         }
         let servers: Vec<(Backend, HttpPeer)> = lb

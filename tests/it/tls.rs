@@ -461,19 +461,45 @@ async fn tls_connections_are_counted_and_held_to_the_header_deadline() {
     let mut quiet = TlsConn::connect(addr, HOST, &[b"h2"], &[]).await.unwrap();
     assert_eq!(quiet.alpn().as_deref(), Some(&b"h2"[..]));
     assert!(quiet.closed_within(Duration::from_secs(5)).await);
-    // Open connections count toward the cap, during and after the handshake, with those to the
-    // plain listener: the connection over it is closed before any handshake.
-    let _plain = tokio::net::TcpStream::connect(t.gw.addr).await.unwrap();
-    let _h2 = TlsConn::connect(addr, HOST, &[b"h2"], &[]).await.unwrap();
-    let _h1 = TlsConn::connect(addr, HOST, &[b"http/1.1"], &[])
+    // Open connections count toward the cap with those to the plain listener, whatever their
+    // protocol; each has served a request, so no deadline closes it. The connection over the cap
+    // is closed before any handshake.
+    let mut plain = tokio::net::TcpStream::connect(t.gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut plain, GET.as_bytes())
         .await
         .unwrap();
+    let mut answer = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut plain, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    let h2 = t.client(false);
+    let resp = h2.get(t.url("/api/x")).send().await.unwrap();
+    assert_eq!(
+        (resp.version(), resp.status().as_u16()),
+        (Version::HTTP_2, 401)
+    );
+    let mut h1 = TlsConn::connect(addr, HOST, &[b"http/1.1"], &[])
+        .await
+        .unwrap();
+    assert_eq!(h1.request(GET).await.status, 401);
     assert!(
         TlsConn::connect(addr, HOST, &[b"http/1.1"], &[])
             .await
             .is_err(),
         "a fourth connection from one address was accepted"
     );
+    // Once one closes, there is room again.
+    drop(h1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TlsConn::connect(addr, HOST, &[b"http/1.1"], &[])
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the slot was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(plain);
 }
 
 /// A TLS upstream: its certificate, for `names`, signed by `ca`.
