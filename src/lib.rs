@@ -26,6 +26,7 @@ pub mod server;
 pub mod sso;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod trace;
 pub mod upstream;

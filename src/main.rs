@@ -73,7 +73,10 @@ fn config_path(given: Option<&Path>) -> Option<PathBuf> {
 
 fn load(given: Option<&Path>) -> Result<Config, String> {
     let path = config_path(given);
-    let config = Config::load(path.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    let mut config = Config::load(path.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    // Certificates, keys and CA files: missing, unreadable or mismatched ones are refused.
+    let tls_warnings = authgate::tls::check(&config).map_err(|e| e.to_string())?;
+    config.warnings.extend(tls_warnings);
     // The memory store serves from the users file; with Redis it is only an import source.
     if matches!(config.store.backend, Backend::Memory) || config.store.users_file.exists() {
         UsersFile::load(&config.store.users_file).map_err(|e| e.to_string())?;

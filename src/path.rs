@@ -304,7 +304,8 @@ fn is_unreserved(b: u8) -> bool {
 ///
 /// Only origin-form (`/path?query`) and absolute-form (`http://host/path`) targets are
 /// accepted; the latter is rewritten to origin form, so the upstream receives exactly the path
-/// that was routed. The query string is kept byte for byte.
+/// that was routed. The query string is kept byte for byte, and an HTTP/2 request's authority
+/// too.
 pub fn normalize_request(req: &mut RequestHeader) -> Result<bool, PathError> {
     if !req.raw_path_is_utf8() {
         return Err(PathError::NotUtf8);
@@ -326,7 +327,15 @@ pub fn normalize_request(req: &mut RequestHeader) -> Result<bool, PathError> {
         Some(query) => format!("{}?{query}", normalized.path),
         None => normalized.path.into_owned(),
     };
-    let uri = http::Uri::builder()
+    let mut uri = http::Uri::builder();
+    if req.version == http::Version::HTTP_2 {
+        // An HTTP/2 request names its host only in `:authority`, which Pingora turns into the
+        // upstream's `Host`: keep it.
+        if let (Some(scheme), Some(authority)) = (req.uri.scheme(), req.uri.authority()) {
+            uri = uri.scheme(scheme.clone()).authority(authority.clone());
+        }
+    }
+    let uri = uri
         .path_and_query(target)
         .build()
         .map_err(|_| PathError::BadEncoding)?;
@@ -461,6 +470,20 @@ mod tests {
         let mut req = request(b"http://backend.internal/ok");
         normalize_request(&mut req).unwrap();
         assert_eq!(req.raw_path(), b"/ok");
+    }
+
+    #[test]
+    fn http2_requests_keep_their_authority() {
+        // As Pingora reads an HTTP/2 request: the whole URI, from the pseudo-headers.
+        let mut req = request(b"/");
+        req.set_uri(http::Uri::from_static("https://api.example.com//a/./b?q=1"));
+        req.set_version(http::Version::HTTP_2);
+        normalize_request(&mut req).unwrap();
+        assert_eq!(req.raw_path(), b"/a/b?q=1");
+        assert_eq!(
+            req.uri.authority().map(|a| a.as_str()),
+            Some("api.example.com")
+        );
     }
 
     #[test]

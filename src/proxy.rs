@@ -560,8 +560,9 @@ async fn read_body_token(
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         Some(_) => return Ok(None),
-        // Chunked: read up to the limit (413 past it).
-        None if req.headers.contains_key(header::TRANSFER_ENCODING) => {}
+        // Chunked, or HTTP/2 (whose body needs no length): read up to the limit (413 past it).
+        None if req.headers.contains_key(header::TRANSFER_ENCODING)
+            || req.version == http::Version::HTTP_2 => {}
         None => return Ok(None),
     }
     session.as_downstream_mut().enable_retry_buffering();

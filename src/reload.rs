@@ -2,6 +2,10 @@
 //! is read and validated, and the new configuration is put in force in one swap. A file that
 //! does not validate is refused, and the configuration in force stays. Settings that only a
 //! restart can change keep their running values, and the log says so.
+//!
+//! The TLS listener's certificates are read again with every reload, on `SIGHUP` even when the
+//! configuration is refused, and whenever a file in a certificate's or key's directory changes:
+//! the next handshakes get the new certificates, open connections keep theirs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use crate::config::{Config, process_env};
 use crate::live::Live;
 use crate::store::LimitStore;
 use crate::store::memory::MemoryUsers;
+use crate::tls::Certificates;
 
 /// Events closer together than this are one change (an editor writes, renames, touches).
 const SETTLE: Duration = Duration::from_millis(150);
@@ -29,6 +34,8 @@ pub struct Reloader {
     limits: Option<Arc<dyn LimitStore>>,
     /// The memory store's users file, re-read on SIGHUP too.
     users_file: Option<Arc<MemoryUsers>>,
+    /// The TLS listener's certificates, when it runs.
+    certificates: Option<Arc<Certificates>>,
     /// The file as the running configuration was read from it, taken before the server
     /// starts: a change made before the watch begins is still noticed.
     loaded: Option<Vec<u8>>,
@@ -40,6 +47,7 @@ impl Reloader {
         live: Arc<ArcSwap<Live>>,
         limits: Option<Arc<dyn LimitStore>>,
         users_file: Option<Arc<MemoryUsers>>,
+        certificates: Option<Arc<Certificates>>,
     ) -> Reloader {
         let loaded = path.as_deref().and_then(|p| std::fs::read(p).ok());
         Reloader {
@@ -47,6 +55,7 @@ impl Reloader {
             live,
             limits,
             users_file,
+            certificates,
             loaded,
         }
     }
@@ -88,14 +97,82 @@ impl Reloader {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
         let current = self.live.load_full();
-        let (config, kept) = keep_restart_only(config, &current.config);
+        let (mut config, kept) = keep_restart_only(config, &current.config);
+        // Certificates, keys and CA files are checked as at start: a bad one refuses the reload.
+        let checked = config.clone();
+        let tls_warnings = tokio::task::spawn_blocking(move || crate::tls::check(&checked))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        config.warnings.extend(tls_warnings);
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        let tls = config.server.tls.clone();
         let live = Live::build_from(config, self.limits.clone(), Some(&current))
             .map_err(|e| e.to_string())?;
+        if let (Some(certificates), Some(tls)) = (&self.certificates, tls) {
+            let certificates = Arc::clone(certificates);
+            let changed = tokio::task::spawn_blocking(move || certificates.reload(&tls))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if changed {
+                tracing::info!("TLS certificates reloaded");
+            }
+        }
         self.live.store(Arc::new(live));
         Ok(kept)
+    }
+
+    /// Read the certificates of the configuration in force again, and put them in force if they
+    /// changed; a pair that does not load (a certificate written before its key, say) leaves
+    /// the ones in force, and the next change tries again.
+    async fn reload_certificates(&self) {
+        let (Some(certificates), Some(tls)) = (
+            &self.certificates,
+            self.live.load().config.server.tls.clone(),
+        ) else {
+            return;
+        };
+        let certificates = Arc::clone(certificates);
+        match tokio::task::spawn_blocking(move || certificates.reload(&tls)).await {
+            Ok(Ok(true)) => tracing::info!("TLS certificates reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!("TLS certificates not reloaded, the ones in force stay: {e}")
+            }
+            Err(e) => tracing::error!("TLS certificates not reloaded: {e}"),
+        }
+    }
+
+    /// The directories to watch: the configuration file's, and every certificate's and key's,
+    /// both as configured and where a symbolic link leads (Let's Encrypt's `live/` links into
+    /// `archive/`; a Kubernetes secret volume swaps a `..data` link).
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
+        if self.certificates.is_some() {
+            if let Some(tls) = &self.live.load().config.server.tls {
+                for pair in std::iter::once(&tls.default).chain(tls.sni.iter().map(|s| &s.files)) {
+                    for file in [&pair.cert_file, &pair.key_file] {
+                        files.push(file.clone());
+                        if let Ok(real) = std::fs::canonicalize(file) {
+                            files.push(real);
+                        }
+                    }
+                }
+            }
+        }
+        let mut dirs: Vec<PathBuf> = files
+            .iter()
+            .map(|f| match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     async fn reload_users(&self) {
@@ -109,14 +186,16 @@ impl Reloader {
         }
     }
 
-    /// Watch the file's directory (an editor or a Kubernetes ConfigMap replaces the file
-    /// rather than writing it in place); every event there sends a wake-up.
-    fn watch(&self, wake: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-        let path = self.path.as_deref()?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+    /// Watch the directories of the files (an editor, a Kubernetes ConfigMap or certbot
+    /// replaces a file rather than writing it in place); every event there sends a wake-up.
+    fn watch(
+        &self,
+        dirs: &[PathBuf],
+        wake: tokio::sync::mpsc::Sender<()>,
+    ) -> Option<notify::RecommendedWatcher> {
+        if dirs.is_empty() {
+            return None;
+        }
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -124,15 +203,14 @@ impl Reloader {
                     let _ = wake.try_send(());
                 }
             })
-            .map_err(|e| tracing::warn!("cannot watch the configuration file: {e}"))
+            .map_err(|e| tracing::warn!("cannot watch the configuration files: {e}"))
             .ok()?;
-        match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(watcher),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), "cannot watch the configuration file: {e}");
-                None
+        for dir in dirs {
+            if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), "cannot watch for changes: {e}");
             }
         }
+        Some(watcher)
     }
 }
 
@@ -147,13 +225,14 @@ impl BackgroundService for Reloader {
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let (wake, mut changed) = tokio::sync::mpsc::channel(1);
-        let wake_now = wake.clone();
-        let _watcher = self.watch(wake);
+        let mut dirs = self.watched_dirs();
+        let mut _watcher = self.watch(&dirs, wake.clone());
         let mut seen = self.loaded.clone();
         if contents(self.path.as_deref()).await != seen {
             // Changed between start-up and the watch: as if it had been seen.
-            let _ = wake_now.try_send(());
+            let _ = wake.try_send(());
         }
+        self.reload_certificates().await;
         loop {
             let hup = async {
                 match hangup.as_mut() {
@@ -168,6 +247,9 @@ impl BackgroundService for Reloader {
                     seen = contents(self.path.as_deref()).await;
                     self.reload().await;
                     self.reload_users().await;
+                    // Also when the configuration was refused (a certbot deploy hook sends
+                    // SIGHUP whatever state the file is in).
+                    self.reload_certificates().await;
                 }
                 Some(()) = changed.recv() => {
                     // Let the writer finish, then look once.
@@ -178,7 +260,14 @@ impl BackgroundService for Reloader {
                         seen = now;
                         self.reload().await;
                     }
+                    self.reload_certificates().await;
                 }
+            }
+            // A reload may have named other certificate files.
+            let wanted = self.watched_dirs();
+            if wanted != dirs {
+                _watcher = self.watch(&wanted, wake.clone());
+                dirs = wanted;
             }
         }
     }
@@ -198,6 +287,18 @@ fn keep_restart_only(mut config: Config, running: &Config) -> (Config, Vec<&'sta
         };
     }
     keep!(server.listen, "server.listen");
+    // Whether the TLS listener runs, and where, is fixed at start; its certificates are not.
+    match (&mut config.server.tls, &running.server.tls) {
+        (Some(next), Some(now)) if next.listen != now.listen => {
+            kept.push("server.tls.listen");
+            next.listen = now.listen;
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            kept.push("server.tls");
+            config.server.tls = running.server.tls.clone();
+        }
+        _ => {}
+    }
     keep!(admin.listen, "admin.listen");
     keep!(server.threads, "server.threads");
     keep!(server.work_stealing, "server.work_stealing");
@@ -253,5 +354,31 @@ mod tests {
             config.token.secret, running.token.secret,
             "the generated secret survives"
         );
+    }
+
+    #[test]
+    fn the_tls_listener_is_restart_only_but_not_its_certificates() {
+        let tls = |listen: &str, cert: &str| {
+            format!(
+                "[server.tls]\nlisten = \"{listen}\"\ncert_file = \"{cert}\"\nkey_file = \"k\"\n"
+            )
+        };
+        let running = load(&tls("127.0.0.1:8443", "a.pem"));
+        let (config, kept) = keep_restart_only(load(&tls("127.0.0.1:9443", "b.pem")), &running);
+        assert_eq!(kept, ["server.tls.listen"]);
+        let now = config.server.tls.unwrap();
+        assert_eq!(now.listen.port(), 8443);
+        assert_eq!(
+            now.default.cert_file,
+            Path::new("b.pem"),
+            "certificates follow"
+        );
+
+        let (config, kept) = keep_restart_only(load(""), &running);
+        assert_eq!(kept, ["server.tls"]);
+        assert_eq!(config.server.tls, running.server.tls, "the listener stays");
+        let (config, kept) = keep_restart_only(running.clone(), &load(""));
+        assert_eq!(kept, ["server.tls"]);
+        assert!(config.server.tls.is_none(), "no listener appears");
     }
 }

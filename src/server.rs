@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
@@ -29,6 +30,7 @@ use crate::store::memory::{
 use crate::store::redis::RedisStore;
 use crate::store::users_file::UsersFile;
 use crate::store::{RevocationStore, SessionStore, Stores};
+use crate::tls::Certificates;
 
 /// Build every service from `config` (read from `path`, which a reload reads again) and serve
 /// until a shutdown signal.
@@ -55,11 +57,23 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
         revocations: Arc::clone(&stores.revocations),
     };
 
+    // Refused here, naming the file, rather than by a listener that cannot start.
+    let certificates = match &config.server.tls {
+        Some(tls) => Some(Arc::new(Certificates::load(tls)?)),
+        None => None,
+    };
+
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
+    let mut gateway = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app));
+    // An HTTP/2 connection with no request in flight closes after the keep-alive timeout, as an
+    // idle HTTP/1 one does (HTTP/1 deadlines are kept by `Connections`).
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.server.keepalive_timeout);
+    gateway.server_options = Some(options);
     let (connections, watchdog) = Connections::new(
-        pingora::proxy::http_proxy(&server.configuration, Gateway::new(app)),
+        gateway,
         Limits {
             max_per_ip: config.server.max_connections_per_ip,
             header_timeout: config.server.header_timeout,
@@ -67,8 +81,24 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
             trusted_proxies: config.server.trusted_proxies.clone(),
         },
     );
-    let mut proxy = Service::new("authgate".to_string(), connections);
-    proxy.add_tcp(&config.server.listen.to_string());
+    // The TLS listener is a service of its own, sharing the application, the per-address
+    // counts and the deadlines; like every Pingora service it runs `server.threads` workers.
+    let tls_proxy = match (&config.server.tls, &certificates) {
+        (Some(tls), Some(certificates)) => {
+            let mut service = Service::new(
+                "authgate tls".to_string(),
+                connections.with_tls(certificates.acceptor()?),
+            );
+            service.add_tcp(&tls.listen.to_string());
+            Some(service)
+        }
+        _ => None,
+    };
+    let proxy = config.server.listen.map(|listen| {
+        let mut service = Service::new("authgate".to_string(), connections);
+        service.add_tcp(&listen.to_string());
+        service
+    });
 
     let mut admin = Service::new(
         "authgate admin".to_string(),
@@ -85,6 +115,7 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
         Arc::clone(&live),
         stores.limits.clone(),
         stores.users_file.clone(),
+        certificates,
     );
     let upkeep = background_service(
         "authgate upkeep",
@@ -98,11 +129,17 @@ pub fn run(mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Resu
     );
 
     tracing::info!(
-        listen = %config.server.listen,
+        listen = %config.server.listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        tls = %config.server.tls.as_ref().map_or_else(|| "off".to_string(), |t| t.listen.to_string()),
         admin = %config.admin.listen,
         "authgate starting"
     );
-    server.add_service(proxy);
+    if let Some(proxy) = proxy {
+        server.add_service(proxy);
+    }
+    if let Some(tls_proxy) = tls_proxy {
+        server.add_service(tls_proxy);
+    }
     server.add_service(admin);
     server.add_service(upkeep);
     server.add_service(background_service(

@@ -1,16 +1,21 @@
 //! Routes and upstreams: longest-prefix matching, load-balanced peers, identity headers.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderName;
+use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
+use pingora::lb::health_check::{HealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, LoadBalancer, health_check::TcpHealthCheck};
+use pingora::lb::{Backend, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 
 use crate::config::{
@@ -37,6 +42,8 @@ pub struct Upstream {
     /// What it was built from, so a reload can tell whether it changed.
     settings: UpstreamSettings,
     timeouts: (Duration, Duration),
+    /// The CA certificates of `ca_file`, as read when it was built.
+    ca: Option<Arc<CaType>>,
     /// The servers and their health, kept up to date by Pingora's health checks.
     pub lb: LoadBalancer<RoundRobin>,
     pub health_check: Duration,
@@ -50,27 +57,63 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn build(settings: &UpstreamSettings, server: &ServerSettings) -> std::io::Result<Upstream> {
+    fn build(
+        settings: &UpstreamSettings,
+        server: &ServerSettings,
+        ca: Option<Arc<CaType>>,
+    ) -> std::io::Result<Upstream> {
         let mut lb =
             LoadBalancer::<RoundRobin>::try_from_iter(settings.servers.iter().map(String::as_str))?;
-        lb.set_health_check(TcpHealthCheck::new());
-        lb.health_check_frequency = Some(settings.health_check);
-        let servers = lb
+        // Each backend is an address one of the `host:port` servers resolved to; over TLS
+        // without `sni`, the server's host is the name sent and verified.
+        let mut host_of: HashMap<std::net::SocketAddr, &str> = HashMap::new();
+        if settings.tls.as_ref().is_some_and(|t| t.sni.is_none()) {
+            for s in &settings.servers {
+                for addr in s.to_socket_addrs()? {
+                    host_of.entry(addr).or_insert(s.as_str());
+                }
+            }
+        }
+        let servers: Vec<(Backend, HttpPeer)> = lb
             .backends()
             .get_backend()
             .iter()
             .map(|backend| {
-                let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+                let mut peer = match &settings.tls {
+                    None => HttpPeer::new(backend.addr.clone(), false, String::new()),
+                    Some(tls) => {
+                        let server = match &backend.addr {
+                            SocketAddr::Inet(addr) => host_of.get(addr).copied().unwrap_or(""),
+                            SocketAddr::Unix(_) => "",
+                        };
+                        let mut peer =
+                            HttpPeer::new(backend.addr.clone(), true, tls.sni_for(server).into());
+                        peer.options.verify_cert = tls.verify;
+                        peer.options.verify_hostname = tls.verify;
+                        peer.options.ca = ca.clone();
+                        peer
+                    }
+                };
                 peer.options.connection_timeout = Some(server.upstream_connect_timeout);
                 peer.options.read_timeout = Some(server.upstream_read_timeout);
                 (backend.clone(), peer)
             })
             .collect::<Vec<(Backend, HttpPeer)>>();
+        if settings.tls.is_some() {
+            lb.set_health_check(Box::new(TlsHealthCheck {
+                peers: servers.clone(),
+                connector: TransportConnector::new(None),
+            }));
+        } else {
+            lb.set_health_check(TcpHealthCheck::new());
+        }
+        lb.health_check_frequency = Some(settings.health_check);
         Ok(Upstream {
             name: settings.name.clone(),
             settings: settings.clone(),
             timeouts: upstream_timeouts(server),
             addresses: servers.iter().map(|(b, _)| b.addr.to_string()).collect(),
+            ca,
             lb,
             health_check: settings.health_check,
             servers,
@@ -112,6 +155,37 @@ impl Upstream {
             .iter()
             .zip(&self.addresses)
             .map(|((backend, _), address)| (address.as_str(), self.lb.backends().ready(backend)))
+    }
+}
+
+/// The health check of a TLS upstream: a TCP connection and a verified TLS handshake with each
+/// server, as its requests will make them.
+///
+/// Pingora's `TcpHealthCheck` with TLS checks every backend under one server name; here each
+/// server is checked with its own prebuilt peer, so a server reached under its own host name
+/// (the default `sni`) is checked under that name.
+struct TlsHealthCheck {
+    peers: Vec<(Backend, HttpPeer)>,
+    connector: TransportConnector,
+}
+
+#[async_trait]
+impl HealthCheck for TlsHealthCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let peer = self
+            .peers
+            .iter()
+            .find(|(backend, _)| backend.addr == target.addr)
+            .map(|(_, peer)| peer)
+            .ok_or_else(|| {
+                pingora::Error::explain(pingora::ErrorType::ConnectNoRoute, "unknown backend")
+            })?;
+        self.connector.get_stream(peer).await.map(|_| ())
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        // As `TcpHealthCheck`: one check flips the state either way.
+        1
     }
 }
 
@@ -190,6 +264,19 @@ pub struct Router {
     upstreams: Vec<Arc<Upstream>>,
 }
 
+fn same_cas(a: &Option<Arc<CaType>>, b: &Option<Arc<CaType>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b.iter())
+                    .all(|(x, y)| x.borrow_raw_cert() == y.borrow_raw_cert())
+        }
+        _ => false,
+    }
+}
+
 fn upstream_timeouts(server: &ServerSettings) -> (Duration, Duration) {
     (
         server.upstream_connect_timeout,
@@ -208,15 +295,23 @@ impl Router {
         let mut by_name: HashMap<&str, Arc<Upstream>> = HashMap::new();
         let mut upstreams = Vec::new();
         let timeouts = upstream_timeouts(&config.server);
-        for u in &config.upstreams {
+        for (i, u) in config.upstreams.iter().enumerate() {
+            // Read on every build, so that a reload puts a changed CA file in force.
+            let ca = match u.tls.as_ref().and_then(|t| t.ca_file.as_deref()) {
+                Some(path) => Some(
+                    crate::tls::load_ca(&format!("upstreams[{i}].ca_file"), path)
+                        .map_err(std::io::Error::other)?,
+                ),
+                None => None,
+            };
             let kept = previous.and_then(|p| {
-                p.upstreams
-                    .iter()
-                    .find(|old| old.settings == *u && old.timeouts == timeouts)
+                p.upstreams.iter().find(|old| {
+                    old.settings == *u && old.timeouts == timeouts && same_cas(&old.ca, &ca)
+                })
             });
             let up = match kept {
                 Some(old) => Arc::clone(old),
-                None => Arc::new(Upstream::build(u, &config.server)?),
+                None => Arc::new(Upstream::build(u, &config.server, ca)?),
             };
             by_name.insert(u.name.as_str(), Arc::clone(&up));
             upstreams.push(up);

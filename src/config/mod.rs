@@ -108,7 +108,8 @@ mod tests {
     #[test]
     fn embedded_defaults_are_valid() {
         let cfg = load(EMBEDDED_DEFAULTS).unwrap();
-        assert_eq!(cfg.server.listen.port(), 8080);
+        assert_eq!(cfg.server.listen.map(|a| a.port()), Some(8080));
+        assert!(cfg.server.tls.is_none());
         assert_eq!(cfg.admin.listen.port(), 9090);
         assert_eq!(cfg.token.validity, Duration::from_secs(21_600));
         assert!(
@@ -289,6 +290,101 @@ mod tests {
         }
         let any = load("[cors]\nallowed_origins = [\"*\"]\nallow_credentials = false\n").unwrap();
         assert!(any.cors.any_origin);
+    }
+
+    const TLS: &str = "[server.tls]\nlisten = \"127.0.0.1:8443\"\n\
+        cert_file = \"/etc/letsencrypt/live/a/fullchain.pem\"\n\
+        key_file = \"/etc/letsencrypt/live/a/privkey.pem\"\n";
+
+    #[test]
+    fn tls_keys_are_validated_naming_the_key() {
+        let cfg = load(&format!(
+            "[server]\nlisten = \"\"\n{TLS}\
+             [[server.tls.sni]]\nhost = \"API.Example.com.\"\ncert_file = \"a.pem\"\nkey_file = \"a.key\"\n\
+             [[server.tls.sni]]\nhost = \"*.apps.example.com\"\ncert_file = \"w.pem\"\nkey_file = \"w.key\"\n\
+             [[upstreams]]\nname = \"app\"\nservers = [\"app.internal:443\", \"[::1]:8443\"]\ntls = true\n\
+             [[upstreams]]\nname = \"dev\"\nservers = [\"127.0.0.1:1\"]\ntls = true\nsni = \"dev.test\"\nverify = false\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.server.listen, None, "the plain listener is off");
+        let tls = cfg.server.tls.as_ref().unwrap();
+        assert_eq!(tls.listen.port(), 8443);
+        assert_eq!(tls.sni[0].host, "api.example.com");
+        assert_eq!(tls.sni[1].host, "*.apps.example.com");
+        let app = cfg.upstreams[0].tls.as_ref().unwrap();
+        assert!(app.verify && app.ca_file.is_none());
+        assert_eq!(app.sni_for("app.internal:443"), "app.internal");
+        assert_eq!(app.sni_for("[::1]:8443"), "::1");
+        assert_eq!(
+            cfg.upstreams[1]
+                .tls
+                .as_ref()
+                .unwrap()
+                .sni_for("127.0.0.1:1"),
+            "dev.test"
+        );
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.starts_with("upstreams[1].verify = false")),
+            "{:?}",
+            cfg.warnings
+        );
+        assert_eq!(
+            load(TLS).unwrap().server.tls.unwrap().default.cert_file,
+            std::path::Path::new("/etc/letsencrypt/live/a/fullchain.pem")
+        );
+
+        let up = "[[upstreams]]\nname = \"a\"\nservers = [\"app:443\"]\n";
+        for (text, key) in [
+            ("[server]\nlisten = \"\"\n".to_string(), "server.listen"),
+            ("[server.tls]\ncert_file = \"c\"\n".into(), "server.tls"),
+            (
+                TLS.replace(
+                    "cert_file = \"/etc/letsencrypt/live/a/fullchain.pem\"",
+                    "cert_file = \"\"",
+                ),
+                "server.tls.cert_file",
+            ),
+            (
+                format!("[server]\nlisten = \"0.0.0.0:8443\"\n{TLS}"),
+                "server.tls.listen",
+            ),
+            (
+                format!("[admin]\nlisten = \"127.0.0.1:8443\"\n{TLS}"),
+                "admin.listen",
+            ),
+            (
+                format!(
+                    "{TLS}[[server.tls.sni]]\nhost = \"10.0.0.1\"\ncert_file = \"a\"\nkey_file = \"b\"\n"
+                ),
+                "server.tls.sni[0].host",
+            ),
+            (
+                format!(
+                    "{TLS}[[server.tls.sni]]\nhost = \"a.test\"\ncert_file = \"a\"\nkey_file = \"b\"\n\
+                     [[server.tls.sni]]\nhost = \"A.test\"\ncert_file = \"a\"\nkey_file = \"b\"\n"
+                ),
+                "server.tls.sni[1].host",
+            ),
+            (format!("{up}sni = \"app\"\n"), "upstreams[0].sni"),
+            (format!("{up}verify = false\n"), "upstreams[0].verify"),
+            (
+                format!("{up}tls = true\nca_file = \" \"\n"),
+                "upstreams[0].ca_file",
+            ),
+            (
+                format!("{up}tls = true\nsni = \"a b\"\n"),
+                "upstreams[0].sni",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nservers = [\"bad host:443\"]\ntls = true\n".into(),
+                "upstreams[0].servers[0]",
+            ),
+        ] {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "expected {key} in: {err}");
+        }
     }
 
     #[test]

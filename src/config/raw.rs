@@ -62,6 +62,32 @@ pub struct RawServer {
     /// Also tell clients the request id on proxied responses (the gateway's own answers always
     /// carry it).
     pub request_id_in_response: bool,
+    /// `[server.tls]`: a second listener that terminates TLS.
+    pub tls: Option<RawServerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    #[serde(default = "default_tls_listen")]
+    pub listen: String,
+    pub cert_file: String,
+    pub key_file: String,
+    /// `[[server.tls.sni]]`: more hostnames, each with its own certificate.
+    #[serde(default)]
+    pub sni: Vec<RawSniCert>,
+}
+
+fn default_tls_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    pub host: String,
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// `server.access_log_format`.
@@ -105,6 +131,7 @@ impl Default for RawServer {
             max_connections_per_ip: 256,
             access_log_format: AccessLogFormat::Text,
             request_id_in_response: false,
+            tls: None,
         }
     }
 }
@@ -282,6 +309,18 @@ pub struct RawUpstream {
     pub servers: Vec<String>,
     #[serde(default = "default_health_check_secs")]
     pub health_check_secs: u64,
+    /// Reach the servers over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// The name sent (SNI) and verified; default: each server's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM file of the CAs to trust instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `false` accepts any certificate: development only.
+    #[serde(default)]
+    pub verify: Option<bool>,
 }
 
 fn default_health_check_secs() -> u64 {

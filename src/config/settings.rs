@@ -42,7 +42,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
+    /// The plain HTTP listener; `None` (`listen = ""`) when only `[server.tls]` serves.
+    pub listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
     pub threads: usize,
     pub max_body_bytes: usize,
@@ -64,6 +65,33 @@ pub struct ServerSettings {
     pub access_log_format: AccessLogFormat,
     /// `X-Request-Id` on proxied responses too, as Envoy's `always_set_request_id_in_response`.
     pub request_id_in_response: bool,
+    /// The TLS listener (`[server.tls]`).
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: a listener that terminates TLS 1.2 and 1.3, offering HTTP/2 and HTTP/1.1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    /// The certificate for clients that name no host, or one no `sni` entry lists.
+    pub default: CertFiles,
+    /// `[[server.tls.sni]]`, in file order.
+    pub sni: Vec<SniCert>,
+}
+
+/// A PEM certificate chain (end-entity first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// A certificate for one hostname (lower case, no trailing dot), or for every name one label
+/// under a domain (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    pub host: String,
+    pub files: CertFiles,
 }
 
 #[derive(Clone, PartialEq)]
@@ -194,6 +222,32 @@ pub struct UpstreamSettings {
     pub name: String,
     pub servers: Vec<String>,
     pub health_check: Duration,
+    /// Reach the servers over TLS (`tls = true`).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How an upstream is reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent and verified; `None`: each server's own host.
+    pub sni: Option<String>,
+    /// The CAs to trust; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the certificate is checked at all (`verify = false`: development only).
+    pub verify: bool,
+}
+
+impl UpstreamTls {
+    /// The name sent to and verified for `server` (`host:port`): `sni`, or else its host.
+    pub fn sni_for<'a>(&'a self, server: &'a str) -> &'a str {
+        match &self.sni {
+            Some(sni) => sni,
+            None => {
+                let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

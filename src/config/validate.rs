@@ -54,8 +54,15 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
             other => other,
         },
     };
-    if admin.listen == server.listen {
+    if server.listen == Some(admin.listen) {
         return Err(v.err("admin.listen", "must differ from server.listen"));
+    }
+    if server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.listen == admin.listen)
+    {
+        return Err(v.err("admin.listen", "must differ from server.tls.listen"));
     }
     let token = token(&v, &raw.token, &mut warnings)?;
     let store = store(&v, &raw.store)?;
@@ -68,7 +75,7 @@ pub(super) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     let mfa = mfa_settings(&v, &raw.mfa, &mut warnings)?;
     let sso = sso(&v, raw.sso)?;
     let cors = cors(&v, raw.cors)?;
-    let upstreams = upstreams(&v, raw.upstreams)?;
+    let upstreams = upstreams(&v, raw.upstreams, &mut warnings)?;
     let routes = routes(&v, raw.routes, &upstreams)?;
     Ok(Config {
         server,
@@ -119,8 +126,24 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
             "timeouts must be positive",
         ));
     }
+    // `listen = ""` turns the plain listener off, for a gateway that only speaks TLS.
+    let listen = match s.listen.trim() {
+        "" => None,
+        _ => Some(v.addr("server.listen", &s.listen)?),
+    };
+    let tls = match &s.tls {
+        Some(t) => Some(server_tls(v, t, listen)?),
+        None if listen.is_none() => {
+            return Err(v.err(
+                "server.listen",
+                "is empty, which turns the plain listener off: that needs [server.tls]",
+            ));
+        }
+        None => None,
+    };
     Ok(ServerSettings {
-        listen: v.addr("server.listen", &s.listen)?,
+        listen,
+        tls,
         trusted_proxies,
         // 0: one worker per core the process may run on (affinity and cgroup quota included).
         threads: match s.threads {
@@ -141,6 +164,85 @@ fn server(v: &Validator<'_>, s: &raw::RawServer) -> Result<ServerSettings, Confi
         header_timeout: Duration::from_secs(s.header_timeout_secs),
         max_connections_per_ip: s.max_connections_per_ip,
     })
+}
+
+fn server_tls(
+    v: &Validator<'_>,
+    t: &raw::RawServerTls,
+    plain: Option<SocketAddr>,
+) -> Result<TlsSettings, ConfigError> {
+    let listen = v.addr("server.tls.listen", &t.listen)?;
+    if plain.is_some_and(|p| same_port(p, listen)) {
+        return Err(v.err(
+            "server.tls.listen",
+            "must not share its port with server.listen",
+        ));
+    }
+    let files = |prefix: &str, cert: &str, key: &str| {
+        for (name, value) in [("cert_file", cert), ("key_file", key)] {
+            if value.trim().is_empty() {
+                return Err(v.err(format!("{prefix}.{name}"), "must name a PEM file"));
+            }
+        }
+        Ok(CertFiles {
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+        })
+    };
+    let default = files("server.tls", &t.cert_file, &t.key_file)?;
+    let mut sni: Vec<SniCert> = Vec::with_capacity(t.sni.len());
+    for (i, entry) in t.sni.iter().enumerate() {
+        let prefix = format!("server.tls.sni[{i}]");
+        let host = sni_host(&entry.host).ok_or_else(|| {
+            v.err(
+                format!("{prefix}.host"),
+                format!(
+                    "`{}` is not a host name like api.example.com or *.example.com (clients never send an IP address as SNI)",
+                    entry.host
+                ),
+            )
+        })?;
+        if sni.iter().any(|o| o.host == host) {
+            return Err(v.err(
+                format!("{prefix}.host"),
+                format!("`{host}` is listed twice"),
+            ));
+        }
+        sni.push(SniCert {
+            host,
+            files: files(&prefix, &entry.cert_file, &entry.key_file)?,
+        });
+    }
+    Ok(TlsSettings {
+        listen,
+        default,
+        sni,
+    })
+}
+
+/// Two listen addresses that cannot both be bound: the same port on the same or a wildcard
+/// address.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// A host name as clients send it in SNI (lower case, no trailing dot), or `*.` and a domain.
+fn sni_host(host: &str) -> Option<String> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let is_name = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    is_name.then_some(host)
 }
 
 fn token(
@@ -287,6 +389,7 @@ fn password(v: &Validator<'_>, p: &raw::RawPassword) -> Result<PasswordSettings,
 fn upstreams(
     v: &Validator<'_>,
     raw_upstreams: Vec<raw::RawUpstream>,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<UpstreamSettings>, ConfigError> {
     let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw_upstreams.len());
     for (i, u) in raw_upstreams.into_iter().enumerate() {
@@ -311,13 +414,74 @@ fn upstreams(
         if u.health_check_secs == 0 {
             return Err(v.err(key("health_check_secs"), "must be at least 1"));
         }
+        let tls = upstream_tls(v, &u, &key)?;
+        if tls.as_ref().is_some_and(|t| !t.verify) {
+            warnings.push(format!(
+                "{} = false: the certificates of upstream `{}` are not checked, so anyone on the way can read and change its traffic: for development only",
+                key("verify"),
+                u.name
+            ));
+        }
         upstreams.push(UpstreamSettings {
             name: u.name,
             servers: u.servers,
             health_check: Duration::from_secs(u.health_check_secs),
+            tls,
         });
     }
     Ok(upstreams)
+}
+
+fn upstream_tls(
+    v: &Validator<'_>,
+    u: &raw::RawUpstream,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    if !u.tls {
+        let set = [
+            ("sni", u.sni.is_some()),
+            ("ca_file", u.ca_file.is_some()),
+            ("verify", u.verify.is_some()),
+        ];
+        if let Some((name, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(v.err(key(name), "only applies with tls = true"));
+        }
+        return Ok(None);
+    }
+    let sni = match &u.sni {
+        None => None,
+        Some(name) if rustls::pki_types::ServerName::try_from(name.as_str()).is_ok() => {
+            Some(name.clone())
+        }
+        Some(name) => {
+            return Err(v.err(
+                key("sni"),
+                format!("`{name}` is not a host name or IP address"),
+            ));
+        }
+    };
+    let ca_file = match &u.ca_file {
+        None => None,
+        Some(path) if path.trim().is_empty() => {
+            return Err(v.err(key("ca_file"), "must name a PEM file"));
+        }
+        Some(path) => Some(PathBuf::from(path)),
+    };
+    let tls = UpstreamTls {
+        sni,
+        ca_file,
+        verify: u.verify.unwrap_or(true),
+    };
+    for (j, server) in u.servers.iter().enumerate() {
+        let name = tls.sni_for(server);
+        if rustls::pki_types::ServerName::try_from(name).is_err() {
+            return Err(v.err(
+                key(&format!("servers[{j}]")),
+                format!("`{name}` cannot be sent as a server name: set sni"),
+            ));
+        }
+    }
+    Ok(Some(tls))
 }
 
 fn routes(

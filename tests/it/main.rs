@@ -25,4 +25,5 @@ mod several_instances;
 mod signin;
 mod sso;
 mod store_contract;
+mod tls;
 mod tokens;

@@ -15,7 +15,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+pub mod certs;
 pub mod oidc;
+pub use certs::*;
 pub use oidc::*;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -77,7 +79,21 @@ impl Upstream {
         Self::serve(listener, 200)
     }
 
+    /// An upstream that speaks HTTPS only, with the certificates of `tls`.
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::serve_with(listener, 200, Some(tls))
+    }
+
     fn serve(listener: TcpListener, status: u16) -> Upstream {
+        Self::serve_with(listener, status, None)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        status: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -109,7 +125,10 @@ impl Upstream {
         });
         runtime.spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                let _ = axum::serve(listener, app).await;
+                let _ = match tls {
+                    None => axum::serve(listener, app).await,
+                    Some(config) => axum::serve(TlsListener::new(listener, config), app).await,
+                };
             }
         });
         Upstream {
@@ -157,6 +176,13 @@ pub struct Options {
     pub store_section: Option<String>,
     /// With a Redis store, do not run `users import` before starting.
     pub skip_import: bool,
+    /// The keys of `[server.tls]` but `listen` (a free port is chosen): the gateway then also
+    /// listens over TLS, at `Gateway::tls_addr`.
+    pub tls: Option<String>,
+    /// `false` turns the plain listener off (`server.listen = ""`).
+    pub plain: bool,
+    /// More keys for the `app` upstream (`tls = true`, `ca_file = ...`).
+    pub upstream_keys: String,
 }
 
 impl Default for Options {
@@ -171,15 +197,22 @@ impl Default for Options {
             users_toml: None,
             store_section: None,
             skip_import: false,
+            tls: None,
+            plain: true,
+            upstream_keys: String::new(),
         }
     }
 }
 
 pub struct Gateway {
+    /// The plain listener (nothing listens there when `Options::plain` is false).
     pub addr: SocketAddr,
+    /// The TLS listener, when `Options::tls` is set.
+    pub tls_addr: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    plain: bool,
     child: Child,
     env: Vec<(String, String)>,
 }
@@ -230,18 +263,31 @@ impl Gateway {
         .expect("write users");
         let port = free_port();
         let admin_port = free_port();
+        let tls_port = opts.tls.as_ref().map(|_| free_port());
+        let listen = if opts.plain {
+            format!("127.0.0.1:{port}")
+        } else {
+            String::new()
+        };
+        let tls_table = match (&opts.tls, tls_port) {
+            (Some(keys), Some(tls_port)) => {
+                format!("[server.tls]\nlisten = \"127.0.0.1:{tls_port}\"\n{keys}\n")
+            }
+            _ => String::new(),
+        };
         let routes = opts.routes.clone().unwrap_or_else(|| {
             "[[routes]]\nprefix = \"/\"\nupstream = \"app\"\nauth = \"required\"\n".into()
         });
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\naccess_log = true\n{server}\n\
+            "[server]\nlisten = \"{listen}\"\naccess_log = true\n{server}\n{tls_table}\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
              {token}\n\
              [store]\nbackend = \"memory\"\nusers_file = \"{users}\"\n\
              {rate}\n\
-             [[upstreams]]\nname = \"app\"\nservers = [\"{up}\"]\n\
+             [[upstreams]]\nname = \"app\"\nservers = [\"{up}\"]\n{upstream_keys}\n\
              {routes}\n{extra}\n",
             server = opts.server_section,
+            upstream_keys = opts.upstream_keys,
             token = opts.token_section,
             users = users_path.display(),
             rate = opts.rate_limit_section,
@@ -266,7 +312,9 @@ impl Gateway {
         let child = spawn(&config_path, &opts.env, dir.path());
         let mut gw = Gateway {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            tls_addr: tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            plain: opts.plain,
             dir,
             config_path,
             child,
@@ -304,8 +352,11 @@ impl Gateway {
                 panic!("authgate exited early with {status}:\n{}", self.log());
             }
             let admin_up = std::net::TcpStream::connect(self.admin).is_ok();
-            let proxy_up = std::net::TcpStream::connect(self.addr).is_ok();
-            if admin_up && proxy_up {
+            let proxy_up = !self.plain || std::net::TcpStream::connect(self.addr).is_ok();
+            let tls_up = self
+                .tls_addr
+                .is_none_or(|a| std::net::TcpStream::connect(a).is_ok());
+            if admin_up && proxy_up && tls_up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
