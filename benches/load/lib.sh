@@ -30,12 +30,43 @@ install_and_build() {
       >/tmp/authgate-bench-apt.log 2>&1 &
     apt_pid=$!
   fi
-  cargo build --release --quiet -p authgate -p bare-pingora --bins
+  # SKIP_BUILD=1 uses the release binaries as they are.
+  [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet -p authgate -p bare-pingora --bins
   if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
     cat /tmp/authgate-bench-apt.log >&2
     echo "installing ${need[*]} failed" >&2
     return 1
   fi
+}
+
+# oha, the open-loop (fixed-rate) load generator, from crates.io when it is missing.
+ensure_oha() {
+  OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+  if [ ! -x "$OHA" ]; then
+    echo "installing oha (cargo install oha --locked)..." >&2
+    cargo install oha --locked --quiet
+  fi
+}
+
+# A fixed-rate (open-loop) run with oha: RATE requests a second whatever the answers' pace,
+# each latency measured from when its request was due (--latency-correction), so a stall shows
+# in the percentiles instead of slowing the load. Prints "RPS P50_US P99_US P999_US OK OTHER".
+# oha_fixed CPU RATE SECONDS CONNECTIONS URL [TOKEN]
+oha_fixed() {
+  local hdr=() out
+  [ -n "${6:-}" ] && hdr=(-H "Authorization: Bearer $6")
+  out=$(pin "$1" "$OHA" --no-tui --output-format json -q "$2" -z "${3}s" -c "$4" \
+    --latency-correction "${hdr[@]}" "$5")
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+ok = int(codes.get("200", 0))
+other = sum(int(v) for k, v in codes.items() if k != "200") + sum(int(v) for v in d.get("errorDistribution", {}).values())
+us = lambda v: 1e6 * (v or 0)
+print("%.0f %.0f %.0f %.0f %d %d" % (d["summary"]["requestsPerSec"], us(p["p50"]), us(p["p99"]), us(p["p99.9"]), ok, other))
+' "$out"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -91,6 +122,24 @@ auth = "required"
 EOF
 }
 
+# The shipped configuration, conf/authgate.toml, with only what it takes to run here changed:
+# the two listen addresses, the token secret and the upstream. Everything else, server.threads
+# = 0 (one worker per core the process may run on) and access_log = true among it, stays.
+# authgate_defaults_conf FILE PORT ADMIN_PORT UPSTREAM_PORT
+authgate_defaults_conf() {
+  sed -e "s|^listen = \"0.0.0.0:8080\"|listen = \"127.0.0.1:$2\"|" \
+    -e "s|^listen = \"127.0.0.1:9090\"|listen = \"127.0.0.1:$3\"|" \
+    -e "s|^# secret = \"at least 32 bytes of randomness\".*|secret = \"$SECRET\"|" \
+    -e "s|^servers = \\[\"127.0.0.1:3000\"\\]|servers = [\"127.0.0.1:$4\"]|" \
+    conf/authgate.toml > "$1"
+  # Fail loudly if the shipped file changed shape and a substitution no longer applies.
+  local want
+  for want in "listen = \"127.0.0.1:$2\"" "listen = \"127.0.0.1:$3\"" "secret = \"$SECRET\"" \
+    "servers = [\"127.0.0.1:$4\"]"; do
+    grep -qF "$want" "$1" || { echo "authgate_defaults_conf: no line $want in $1" >&2; return 1; }
+  done
+}
+
 signin() {
   curl -sf "http://127.0.0.1:$1/api/auth/signin" -H 'content-type: application/json' \
     -d '{"email":"john.doe@mydomain.com","password":"iLovePria123"}' |
@@ -140,6 +189,48 @@ backend be
 EOF
   haproxy -c -q -f "$1"
 }
+
+# CPU time of a process and its children, every thread of each: "USER_US SYS_US" (utime and
+# stime from /proc/PID/stat, which sum the process's threads, in microseconds).
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+tree_pids() { echo "$1"; pgrep -P "$1" || true; }
+cpu_us() {
+  local p u=0 s=0 line
+  for p in $(tree_pids "$1"); do
+    line=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+    [ -n "$line" ] || continue
+    u=$((u + ${line% *})); s=$((s + ${line#* }))
+  done
+  echo "$((u * TICK_US)) $((s * TICK_US))"
+}
+
+# CPU time of the threads of process PID whose name starts with PREFIX: "USER_US SYS_US".
+thread_cpu_us() {
+  local t u=0 s=0 line
+  for t in /proc/"$1"/task/*; do
+    [[ "$(cat "$t/comm" 2>/dev/null)" == "$2"* ]] || continue
+    line=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "$t/stat" 2>/dev/null) || continue
+    u=$((u + ${line% *})); s=$((s + ${line#* }))
+  done
+  echo "$((u * TICK_US)) $((s * TICK_US))"
+}
+
+# The names of a process's threads, counted ("3 tokio-rt-worker"), numbered ones together.
+thread_names() { cat /proc/"$1"/task/*/comm | sed 's/-\?[0-9]*$//' | sort | uniq -c; }
+
+# One line of /proc/stat: "BUSY TOTAL STEAL" in ticks for cpuN ("cpu" alone: the whole machine).
+# Busy is everything but idle and iowait; steal (time the hypervisor gave to others) is busy too.
+core_stat() {
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t, $9 }' /proc/stat
+}
+# Percent busy between two core_stat readings: busy_pct "BEFORE" "AFTER" -> "BUSY STEAL"
+busy_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; if (t <= 0) t = 1
+    printf "%.0f %.0f\n", 100 * (y[1] - x[1]) / t, 100 * (y[3] - x[3]) / t }'
+}
+# The load side is saturated at or above this many percent busy: throughput measures the load
+# generator then, and ratios between systems are squeezed toward 1.
+LOAD_BUSY_WARN=${LOAD_BUSY_WARN:-95}
 
 # A scratch folder and the processes started; both are gone when the script exits, however it
 # exits. Processes started with `... & PIDS+=($!)` get SIGTERM, then SIGKILL after 3 s.
