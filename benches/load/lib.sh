@@ -63,7 +63,9 @@ d = json.loads(sys.argv[1])
 p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 ok = int(codes.get("200", 0))
-other = sum(int(v) for k, v in codes.items() if k != "200") + sum(int(v) for v in d.get("errorDistribution", {}).values())
+# Requests still in flight when the time is up are "aborted due to deadline": not failures.
+errors = {k: v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline"}
+other = sum(int(v) for k, v in codes.items() if k != "200") + sum(int(v) for v in errors.values())
 us = lambda v: 1e6 * (v or 0)
 print("%.0f %.0f %.0f %.0f %d %d" % (d["summary"]["requestsPerSec"], us(p["p50"]), us(p["p99"]), us(p["p99.9"]), ok, other))
 ' "$out"
@@ -234,8 +236,12 @@ LOAD_BUSY_WARN=${LOAD_BUSY_WARN:-95}
 
 # A scratch folder and the processes started; both are gone when the script exits, however it
 # exits. Processes started with `... & PIDS+=($!)` get SIGTERM, then SIGKILL after 3 s.
+# Logs and results go to $WORK/log, not beside the configuration files: authgate watches the
+# folder of its configuration for changes, and a log written there wakes that watcher on every
+# line (see BENCHMARKS.md).
 start_work() {
   WORK=$(mktemp -d)
+  mkdir -p "$WORK/log"
   PIDS=()
   trap cleanup EXIT
 }

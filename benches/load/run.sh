@@ -64,9 +64,9 @@ redis_url = \"redis://127.0.0.1:$RP\""
 # on (one, under taskset), and the access log is on; it goes to stderr, which an operator sends
 # to a file.
 authgate_defaults_conf "$WORK/defaults.toml" "$AG_DEF" "$AG_DEF_ADMIN" "$UP"
-spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/mem.log" & AG_MEM_PID=$!; PIDS+=($AG_MEM_PID)
-spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/defaults.toml" 2>"$WORK/defaults.log" & AG_DEF_PID=$!; PIDS+=($AG_DEF_PID)
-spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
+spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/log/mem.log" & AG_MEM_PID=$!; PIDS+=($AG_MEM_PID)
+spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/defaults.toml" 2>"$WORK/log/defaults.log" & AG_DEF_PID=$!; PIDS+=($AG_DEF_PID)
+spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/log/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
 wait_port "$AG_MEM"; wait_port "$AG_DEF"; wait_port "$AG_RED"
 
 TOKEN_MEM=$(signin "$AG_MEM")
@@ -78,7 +78,7 @@ SESSION_ID=$(session_id "$TOKEN_MEM")
 HA=$(free_port)
 echo "$SESSION_ID 1" > "$WORK/sessions.map"
 haproxy_conf "$WORK/haproxy.cfg" "$HA" "$UP" "$WORK/sessions.map"
-spawn "$SUT_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HA_PID=$!; PIDS+=($HA_PID)
+spawn "$SUT_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/log/haproxy.log" 2>&1 & HA_PID=$!; PIDS+=($HA_PID)
 wait_port "$HA"
 
 # --- plain nginx proxy_pass -----------------------------------------------------------------
@@ -105,7 +105,7 @@ wait_port "$NG"
 
 # --- bare Pingora -----------------------------------------------------------------------------
 BP=$(free_port)
-spawn "$SUT_CPU" "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" 2>"$WORK/bare.log" & BP_PID=$!; PIDS+=($BP_PID)
+spawn "$SUT_CPU" "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" 2>"$WORK/log/bare.log" & BP_PID=$!; PIDS+=($BP_PID)
 wait_port "$BP"
 
 # Every check must pass before anything is measured: a refused request is cheap and would flatter.
@@ -122,11 +122,11 @@ check haproxy "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AG_MEM/api/cases")" = 401 ] || { echo "authgate let an anonymous request through" >&2; exit 1; }
 # The defaults really log every request (and the tuned one does not).
 sleep 0.2
-grep -q 'access' "$WORK/defaults.log" || { echo "authgate (defaults) wrote no access log line" >&2; exit 1; }
+grep -q 'access' "$WORK/log/defaults.log" || { echo "authgate (defaults) wrote no access log line" >&2; exit 1; }
 THREADS_DEF=$(thread_names "$AG_DEF_PID" | awk '{ c = $1; $1 = ""; sub(/^ /, ""); printf "%s%s x%s", sep, $0, c; sep = ", " }')
 
 if [ "$MODE" = latency ]; then
-  LAT="$WORK/latency.tsv"
+  LAT="$WORK/log/latency.tsv"
   : > "$LAT"
   fixed() { # round name pid url token
     local before after load_before load_after r
@@ -183,7 +183,7 @@ if [ "$MODE" = latency ]; then
   exit 0
 fi
 
-RESULTS="$WORK/results.tsv"
+RESULTS="$WORK/log/results.tsv"
 : > "$RESULTS"
 SATURATED=0
 measure() { # round name pid url token
