@@ -230,6 +230,23 @@ busy_pct() {
   awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; if (t <= 0) t = 1
     printf "%.0f %.0f\n", 100 * (y[1] - x[1]) / t, 100 * (y[3] - x[3]) / t }'
 }
+# Wait (at most QUIET_WAIT seconds, 600) until the machine is at most QUIET_BUSY (25) % busy
+# over 5 s before measuring: other builds and tests on a shared machine move every figure.
+# Call it before anything of this script's own is running.
+wait_quiet() {
+  local waited=0 a b busy
+  while :; do
+    a=$(core_stat ""); sleep 5; b=$(core_stat ""); busy=$(busy_pct "$a" "$b"); busy=${busy% *}
+    [ "$busy" -le "${QUIET_BUSY:-25}" ] && { echo "machine ${busy}% busy: measuring" >&2; return 0; }
+    waited=$((waited + 5))
+    if [ "$waited" -ge "${QUIET_WAIT:-600}" ]; then
+      echo "WARNING: the machine is still ${busy}% busy with other work after ${waited} s: measuring anyway, expect noise" >&2
+      return 0
+    fi
+    [ $((waited % 60)) = 0 ] && echo "machine ${busy}% busy with other work: waiting (${waited} s so far)" >&2
+  done
+}
+
 # The load side is saturated at or above this many percent busy: throughput measures the load
 # generator then, and ratios between systems are squeezed toward 1.
 LOAD_BUSY_WARN=${LOAD_BUSY_WARN:-95}

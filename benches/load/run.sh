@@ -40,6 +40,7 @@ install_and_build
 [ "$MODE" = latency ] && ensure_oha
 echo "built and installed in $((SECONDS - START)) s" >&2
 
+wait_quiet
 start_work
 
 # --- the fixed upstream: nginx answering a small 200 --------------------------------------

@@ -26,6 +26,7 @@ START=$SECONDS
 install_and_build
 cargo build --release --quiet --example scale
 SCALE=$TARGET/release/examples/scale
+wait_quiet
 start_work
 
 RP=$(free_port)

@@ -37,6 +37,7 @@ START=$SECONDS
 install_and_build
 [ "$FIXED_RATE" -gt 0 ] && ensure_oha
 echo "built and installed in $((SECONDS - START)) s" >&2
+wait_quiet
 start_work
 
 UP=$(free_port)
