@@ -206,7 +206,7 @@ fn token_like(keys: &JwtKeys, pattern: &Claims, session_id: &str, i: u64) -> Str
 
 /// `token-cache N...`: for each N, N distinct valid tokens go through `JwtKeys::verify` (the
 /// gateway's verification with its 100k-entry TinyUFO cache), first in random order, then in a
-/// fixed cycle. A call is a hit when it takes less than a tenth of a full verification. Prints
+/// fixed cycle. A call is a hit when it takes less than a third of a full verification. Prints
 /// per N and order: `N  order  hit_rate  mean_ns_per_verify`.
 fn token_cache(sizes: &[u64]) {
     let now = NOW;
@@ -229,8 +229,10 @@ fn token_cache(sizes: &[u64]) {
         black_box(probe.verify_uncached(s, now).expect("valid"));
     }
     let full = t.elapsed() / sample.len() as u32;
-    let threshold = full / 10;
-    eprintln!("full verification: {full:?}; hits are calls under {threshold:?}");
+    // A hit costs tens to a few hundred nanoseconds (more once the cache outgrows the CPU's
+    // caches); a miss costs a full verification and more.
+    let threshold = full / 3;
+    eprintln!("full verification (no cache): {full:?}; a call under {threshold:?} counts as a hit");
     for &n in sizes {
         for order in ["random", "cycle"] {
             let keys = JwtKeys::new(b"scale-secret-scale-secret-scale-secret");

@@ -247,6 +247,38 @@ wait_quiet() {
   done
 }
 
+# Work on the machine that is not the benchmark's: machine-wide busy time (/proc/stat) minus
+# the CPU time of the benchmark's own processes. Other builds and tests on a shared machine show
+# up here, and a run they disturbed is measured again (see `disturbed`).
+#   a=$(foreign_start PID...); ...; foreign_pct "$a" PID...   -> percent of one core
+# The load generator must run in the foreground of this script (or of a command substitution
+# in it): its time is read back from the shell's cutime and cstime once it has exited.
+children_us() { # cutime + cstime of this script's shell ($$, even from a subshell)
+  awk -v k="$TICK_US" '{ sub(/^.*\) /, ""); print ($14 + $15) * k }' /proc/$$/stat
+}
+own_us() {
+  local p t=0 u s
+  for p in "$@"; do read -r u s <<< "$(cpu_us "$p")"; t=$((t + u + s)); done
+  echo "$((t + $(children_us)))"
+}
+foreign_start() {
+  local m
+  m=$(core_stat "")
+  echo "$(( ${m%% *} * TICK_US )) $(own_us "$@") $(date +%s%N)"
+}
+foreign_pct() {
+  local start=$1 m
+  shift
+  m=$(core_stat "")
+  awk -v a="$start" -v m="$(( ${m%% *} * TICK_US ))" -v o="$(own_us "$@")" -v now="$(date +%s%N)" 'BEGIN {
+    split(a, x, " "); wall = (now - x[3]) / 1000; f = (m - x[1]) - (o - x[2]); if (f < 0) f = 0
+    printf "%.0f\n", 100 * f / wall }'
+}
+# A run is disturbed when other work took more than FOREIGN_MAX (15) % of a core meanwhile
+# (interrupts and kernel threads take a few percent on a quiet machine).
+FOREIGN_MAX=${FOREIGN_MAX:-15}
+RETRIES=${RETRIES:-3}
+
 # The load side is saturated at or above this many percent busy: throughput measures the load
 # generator then, and ratios between systems are squeezed toward 1.
 LOAD_BUSY_WARN=${LOAD_BUSY_WARN:-95}

@@ -32,6 +32,10 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# The upstream and Redis share the load core by default. UPSTREAM_CPU=0 moves them to the
+# systems' core instead: the load core then holds wrk alone and no longer saturates, at the cost
+# of the upstream's CPU diluting the throughput ratios (CPU per request is unaffected).
+UPSTREAM_CPU=${UPSTREAM_CPU:-$LOAD_CPU}
 
 # --- what this needs ----------------------------------------------------------------------
 START=$SECONDS
@@ -46,12 +50,12 @@ start_work
 # --- the fixed upstream: nginx answering a small 200 --------------------------------------
 UP=$(free_port)
 upstream_conf "$WORK/up" "$UP"
-spawn "$LOAD_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+spawn "$UPSTREAM_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
 wait_port "$UP"
 
 # --- Redis ------------------------------------------------------------------------------------
 RP=$(free_port)
-spawn "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no >/dev/null & PIDS+=($!)
+spawn "$UPSTREAM_CPU" redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no >/dev/null & PIDS+=($!)
 wait_port "$RP"
 
 # --- authgate: tuned (one thread, no access log), shipped defaults, Redis store (tuned) -----
@@ -110,10 +114,14 @@ spawn "$SUT_CPU" "$BARE" "127.0.0.1:$BP" "127.0.0.1:$UP" 2>"$WORK/log/bare.log" 
 wait_port "$BP"
 
 # Every check must pass before anything is measured: a refused request is cheap and would flatter.
-check() { # name url token
+check() { # name url token (a store may still be connecting: up to 10 s)
   local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "$2")
-  [ "$code" = 200 ] || { echo "$1 answered $code to an authenticated request" >&2; exit 1; }
+  for _ in $(seq 1 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "$2")
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "$1 answered $code to an authenticated request" >&2; exit 1
 }
 check authgate-tuned "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
 check authgate-defaults "http://127.0.0.1:$AG_DEF/api/cases" "$TOKEN_DEF"
@@ -130,19 +138,31 @@ if [ "$MODE" = latency ]; then
   LAT="$WORK/log/latency.tsv"
   : > "$LAT"
   fixed() { # round name pid url token
-    local before after load_before load_after r
+    local attempt
+    for attempt in $(seq 1 "$RETRIES"); do
+      fixed_once "$@"
+      [ "$FOREIGN" -le "$FOREIGN_MAX" ] && break
+      echo "  disturbed: other work took ${FOREIGN}% of a core during this run; measuring again once the machine is quiet" >&2
+      wait_quiet
+    done
+    echo "$LINE" >> "$LAT"
+  }
+  fixed_once() { # round name pid url token
+    local before after load_before load_after r f0
     oha_fixed "$LOAD_CPU" "$RATE" "$WARMUP" "$CONNECTIONS" "$4" "$5" >/dev/null
+    f0=$(foreign_start "${PIDS[@]}")
     before=$(cpu_us "$3"); load_before=$(core_stat "$LOAD_CPU")
     r=$(oha_fixed "$LOAD_CPU" "$RATE" "$DURATION" "$CONNECTIONS" "$4" "$5")
     after=$(cpu_us "$3"); load_after=$(core_stat "$LOAD_CPU")
+    FOREIGN=$(foreign_pct "$f0" "${PIDS[@]}")
     local rps p50 p99 p999 ok other us load
     read -r rps p50 p99 p999 ok other <<< "$r"
     [ "$other" = 0 ] || { echo "$2: $other answers other than 200 (or errors)" >&2; exit 1; }
     us=$(awk -v a="$before" -v b="$after" -v r="$ok" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.1f", (y[1] + y[2] - x[1] - x[2]) / r }')
     load=$(busy_pct "$load_before" "$load_after")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$rps" "$p50" "$p99" "$p999" "$us" "${load% *}" >> "$LAT"
-    printf "  round %d  %-19s %6s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  %5s CPU us/req  load core %3s%%\n" \
-      "$1" "$2" "$rps" "$p50" "$p99" "$p999" "$us" "${load% *}" >&2
+    LINE=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$2" "$rps" "$p50" "$p99" "$p999" "$us" "${load% *}" "$FOREIGN")
+    printf "  round %d  %-19s %6s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  %5s CPU us/req  load core %3s%%  other work %3s%%\n" \
+      "$1" "$2" "$rps" "$p50" "$p99" "$p999" "$us" "${load% *}" "$FOREIGN" >&2
     if [ "${load% *}" -ge "$LOAD_BUSY_WARN" ]; then
       echo "  WARNING: the load core (cpu$LOAD_CPU) was ${load% *}% busy: oha could not keep to its schedule, and the latencies include the load side's own delays" >&2
     fi
@@ -163,7 +183,8 @@ if [ "$MODE" = latency ]; then
   done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
-  echo "systems pinned to core $SUT_CPU; oha + upstream to core $LOAD_CPU"
+  echo "systems pinned to core $SUT_CPU; oha to core $LOAD_CPU; upstream to core $UPSTREAM_CPU"
+  echo "a run during which other work took more than ${FOREIGN_MAX}% of a core was measured again (up to $RETRIES times)"
   echo "oha -q $RATE -c$CONNECTIONS -z${DURATION}s --latency-correction, median of $ROUNDS interleaved rounds"
   echo
   awk -F'\t' '
@@ -174,11 +195,11 @@ if [ "$MODE" = latency ]; then
     }
     function lat(u) { return (u >= 1000) ? sprintf("%.2fms", u / 1000) : sprintf("%.0fus", u) }
     !($1 in idx) { n++; idx[$1] = n; name[n] = $1 }
-    { i = idx[$1]; R[i] = R[i] " " $2; A[i] = A[i] " " $3; B[i] = B[i] " " $4; C[i] = C[i] " " $5; U[i] = U[i] " " $6; L[i] = L[i] " " $7 }
+    { i = idx[$1]; R[i] = R[i] " " $2; A[i] = A[i] " " $3; B[i] = B[i] " " $4; C[i] = C[i] " " $5; U[i] = U[i] " " $6; L[i] = L[i] " " $7; F[i] = F[i] " " $8 }
     END {
-      printf "| %-18s | %7s | %8s | %8s | %8s | %10s | %9s |\n", "system", "req/s", "p50", "p99", "p99.9", "CPU us/req", "load core"
-      print "|--------------------|---------|----------|----------|----------|------------|-----------|"
-      for (i = 1; i <= n; i++) printf "| %-18s | %7.0f | %8s | %8s | %8s | %10.1f | %8.0f%% |\n", name[i], median(R[i]), lat(median(A[i])), lat(median(B[i])), lat(median(C[i])), median(U[i]), median(L[i])
+      printf "| %-18s | %7s | %8s | %8s | %8s | %10s | %9s | %10s |\n", "system", "req/s", "p50", "p99", "p99.9", "CPU us/req", "load core", "other work"
+      print "|--------------------|---------|----------|----------|----------|------------|-----------|------------|"
+      for (i = 1; i <= n; i++) printf "| %-18s | %7.0f | %8s | %8s | %8s | %10.1f | %8.0f%% | %9.0f%% |\n", name[i], median(R[i]), lat(median(A[i])), lat(median(B[i])), lat(median(C[i])), median(U[i]), median(L[i]), median(F[i])
     }' "$LAT"
   echo; echo "finished in $((SECONDS - START)) s (build and install included)"
   exit 0
@@ -188,13 +209,29 @@ RESULTS="$WORK/log/results.tsv"
 : > "$RESULTS"
 SATURATED=0
 measure() { # round name pid url token
+  local attempt
+  for attempt in $(seq 1 "$RETRIES"); do
+    measure_once "$@"
+    [ "$FOREIGN" -le "$FOREIGN_MAX" ] && break
+    echo "  disturbed: other work took ${FOREIGN}% of a core during this run; measuring again once the machine is quiet" >&2
+    wait_quiet
+  done
+  echo "$LINE" >> "$RESULTS"
+  if [ "$LOAD" -ge "$LOAD_BUSY_WARN" ]; then
+    SATURATED=$((SATURATED + 1))
+    echo "  WARNING: the load core (cpu$LOAD_CPU) was $LOAD% busy: the load side was saturated in this run, so throughput ratios against it are squeezed toward 1" >&2
+  fi
+}
+measure_once() { # round name pid url token
   local round=$1 name=$2 pid=$3 url=$4 token=$5 hdr=()
   [ -n "$token" ] && hdr=(-H "Authorization: Bearer $token")
   pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdr[@]}" "$url" >/dev/null
-  local before after load_before load_after sut_before sut_after out
+  local before after load_before load_after sut_before sut_after out f0
+  f0=$(foreign_start "${PIDS[@]}")
   before=$(cpu_us "$pid"); load_before=$(core_stat "$LOAD_CPU"); sut_before=$(core_stat "$SUT_CPU")
   out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "$url")
   after=$(cpu_us "$pid"); load_after=$(core_stat "$LOAD_CPU"); sut_after=$(core_stat "$SUT_CPU")
+  FOREIGN=$(foreign_pct "$f0" "${PIDS[@]}")
   local requests rps p50 p99 non2xx
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -206,14 +243,11 @@ measure() { # round name pid url token
   read -r user sys < <(awk -v a="$before" -v b="$after" -v r="$requests" 'BEGIN {
     split(a, x, " "); split(b, y, " "); printf "%.2f %.2f\n", (y[1] - x[1]) / r, (y[2] - x[2]) / r }')
   load=$(busy_pct "$load_before" "$load_after"); sut=$(busy_pct "$sut_before" "$sut_after")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$user" "$sys" \
-    "${load% *}" "${sut% *}" "${sut#* }" "$round" >> "$RESULTS"
-  printf "  round %d  %-19s %8s req/s %6.1f us/req (user %5.1f, sys %5.1f)  load core %3s%% busy\n" \
-    "$round" "$name" "$rps" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$user" "$sys" "${load% *}" >&2
-  if [ "${load% *}" -ge "$LOAD_BUSY_WARN" ]; then
-    SATURATED=$((SATURATED + 1))
-    echo "  WARNING: the load core (cpu$LOAD_CPU: wrk, upstream, redis) was ${load% *}% busy: the load side was saturated in this run, so throughput ratios against it are squeezed toward 1" >&2
-  fi
+  LOAD=${load% *}
+  LINE=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$name" "$rps" "$p50" "$p99" "$user" "$sys" \
+    "${load% *}" "${sut% *}" "${sut#* }" "$round" "$FOREIGN")
+  printf "  round %d  %-19s %8s req/s %6.1f us/req (user %5.1f, sys %5.1f)  load core %3s%% busy, SUT core %3s%%, other work %3s%%\n" \
+    "$round" "$name" "$rps" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$user" "$sys" "${load% *}" "${sut% *}" "$FOREIGN" >&2
 }
 
 echo "Running: wrk -t1 -c$CONNECTIONS -d${DURATION}s per system (after ${WARMUP}s warm-up), $ROUNDS rounds" >&2
@@ -235,7 +269,8 @@ done
 cp "$RESULTS" "${RESULTS_COPY:-/tmp/authgate-run-results.tsv}"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
-echo "systems pinned to core $SUT_CPU; wrk + upstream + redis to core $LOAD_CPU"
+echo "systems pinned to core $SUT_CPU; wrk to core $LOAD_CPU; upstream + redis to core $UPSTREAM_CPU"
+echo "a run during which other work took more than ${FOREIGN_MAX}% of a core was measured again (up to $RETRIES times)"
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved rounds"
 echo "authgate defaults = conf/authgate.toml: access log on (stderr to a file); its threads: $THREADS_DEF"
 echo
@@ -251,15 +286,15 @@ awk -F'\t' -v nrounds="$ROUNDS" -v sat="$SATURATED" -v warn="$LOAD_BUSY_WARN" -v
   function lat(u) { return (u >= 1000) ? sprintf("%.2fms", u / 1000) : sprintf("%.0fus", u) }
   !($1 in idx) { n++; idx[$1] = n; name[n] = $1 }
   { i = idx[$1]; R[i] = R[i] " " $2; P50[i] = P50[i] " " usec($3); P99[i] = P99[i] " " usec($4)
-    U[i] = U[i] " " $5; S[i] = S[i] " " $6; T[i] = T[i] " " ($5 + $6); L[i] = L[i] " " $7; ST[i] = ST[i] " " $9
+    U[i] = U[i] " " $5; S[i] = S[i] " " $6; T[i] = T[i] " " ($5 + $6); L[i] = L[i] " " $7; SB[i] = SB[i] " " $8; ST[i] = ST[i] " " $9; FW[i] = FW[i] " " $11
     if ($7 >= warn) hot[i]++
     rr[i, $10] = $2 }
   END {
     for (i = 1; i <= n; i++) { rps[i] = median(R[i]); p50[i] = median(P50[i]); p99[i] = median(P99[i])
-      us[i] = median(T[i]); u[i] = median(U[i]); s[i] = median(S[i]); load[i] = median(L[i]); steal[i] = median(ST[i]) }
-    printf "| %-18s | %11s | %5s | %5s | %8s | %8s | %8s | %14s | %10s |\n", "system", "CPU us/req", "user", "sys", "req/s", "p50", "p99", "load core busy", "SUT steal"
-    print "|--------------------|-------------|-------|-------|----------|----------|----------|----------------|------------|"
-    for (i = 1; i <= n; i++) printf "| %-18s | %11.1f | %5.1f | %5.1f | %8.0f | %8s | %8s | %13.0f%% | %9.0f%% |\n", name[i], us[i], u[i], s[i], rps[i], lat(p50[i]), lat(p99[i]), load[i], steal[i]
+      us[i] = median(T[i]); u[i] = median(U[i]); s[i] = median(S[i]); load[i] = median(L[i]); sutb[i] = median(SB[i]); steal[i] = median(ST[i]); fw[i] = median(FW[i]) }
+    printf "| %-18s | %11s | %5s | %5s | %8s | %8s | %8s | %14s | %13s | %10s |\n", "system", "CPU us/req", "user", "sys", "req/s", "p50", "p99", "load core busy", "SUT core busy", "other work"
+    print "|--------------------|-------------|-------|-------|----------|----------|----------|----------------|---------------|------------|"
+    for (i = 1; i <= n; i++) printf "| %-18s | %11.1f | %5.1f | %5.1f | %8.0f | %8s | %8s | %13.0f%% | %12.0f%% | %9.0f%% |\n", name[i], us[i], u[i], s[i], rps[i], lat(p50[i]), lat(p99[i]), load[i], sutb[i], fw[i]
     t = idx["authgate tuned"]; d = idx["authgate defaults"]; r = idx["authgate redis"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; x = idx["nginx proxy_pass"]
     print ""
     print "| ratio | CPU per request | throughput |"

@@ -55,7 +55,9 @@ echo
 echo "| distinct tokens | order | hit rate | mean ns per verify |"
 echo "|---|---|---|---|"
 # shellcheck disable=SC2086
-pin "$SUT_CPU" "$SCALE" token-cache $TOKEN_SIZES | awk -F'\t' '{ printf "| %s | %s | %.1f %% | %s |\n", $1, $2, 100 * $3, $4 }'
+pin "$SUT_CPU" "$SCALE" token-cache $TOKEN_SIZES 2>"$WORK/log/token-cache.txt" | awk -F'\t' '{ printf "| %s | %s | %.1f %% | %s |\n", $1, $2, 100 * $3, $4 }'
+echo
+cat "$WORK/log/token-cache.txt"
 
 # --- the gateway ------------------------------------------------------------------------------
 UP=$(free_port)

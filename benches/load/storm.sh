@@ -51,10 +51,27 @@ SIGNINS="$WORK/log/signins.tsv"
 NEXT_ADDRESS=0
 STORM_PID=
 
-# phase CONFIG ROUND quiet|storm PID PORT TOKEN
+# phase CONFIG ROUND quiet|storm PID PORT TOKEN: measured again (up to RETRIES times) when other
+# work on the machine took more than FOREIGN_MAX % of a core meanwhile.
 phase() {
+  local attempt
+  for attempt in $(seq 1 "$RETRIES"); do
+    phase_once "$@"
+    [ "$FOREIGN" -le "$FOREIGN_MAX" ] && break
+    echo "  disturbed: other work took ${FOREIGN}% of a core during this phase; measuring again once the machine is quiet" >&2
+    wait_quiet
+  done
+  echo "$LINE" >> "$RESULTS"
+  if [ "$3" = storm ]; then
+    # Only the sign-ins sent while the proxied load was measured (after the run-up).
+    awk -v c="$1" -v r="$2" -v from="$WARMUP" '$1 >= from { print c "\t" r "\t" $0 }' "$STORM_OUT" >> "$SIGNINS"
+  fi
+}
+
+phase_once() {
   local config=$1 round=$2 kind=$3 pid=$4 port=$5 token=$6 url="http://127.0.0.1:$5/api/cases"
-  local storm_secs=$((WARMUP + DURATION + 2)) storm_out="$WORK/log/storm-$config-$round.tsv"
+  local storm_secs=$((WARMUP + DURATION + 2)) storm_out="$WORK/log/storm-$config-$round-$NEXT_ADDRESS.tsv"
+  STORM_OUT=$storm_out
   [ "$FIXED_RATE" -gt 0 ] && storm_secs=$((storm_secs + DURATION + 1))
   if [ "$kind" = storm ]; then
     pin "$LOAD_CPU" python3 benches/load/signin_storm.py "$port" "$STORM_RATE" "$storm_secs" \
@@ -63,7 +80,8 @@ phase() {
   fi
   # The warm-up doubles as the storm's run-up.
   pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -H "Authorization: Bearer $token" "$url" >/dev/null
-  local cpu0 cpu1 hash0 hash1 load0 load1 all0 all1 out
+  local cpu0 cpu1 hash0 hash1 load0 load1 all0 all1 out f0
+  f0=$(foreign_start "${PIDS[@]}")
   cpu0=$(cpu_us "$pid"); hash0=$(thread_cpu_us "$pid" authgate-hash)
   load0=$(core_stat "$LOAD_CPU"); all0=$(core_stat "")
   out=$(pin "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$url")
@@ -85,10 +103,11 @@ phase() {
   if [ "$FIXED_RATE" -gt 0 ]; then
     read -r f_rps f_p50 f_p99 f_p999 f_ok f_other <<< "$(oha_fixed "$LOAD_CPU" "$FIXED_RATE" "$DURATION" "$CONNECTIONS" "$url" "$token")"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$config" "$kind" "$round" "$rps" "$p99" \
-    "$us" "$hash_pct" "${load% *}" "${all% *}" "$f_rps" "$f_p50" "$f_p99" "$f_p999" "$f_other" >> "$RESULTS"
-  printf "  %-8s round %d %-5s  wrk %8s req/s p99 %7.0f us  %5s CPU us/req  hashing %3s%% of a core  load core %3s%%  machine %3s%%" \
-    "$config" "$round" "$kind" "$rps" "$p99" "$us" "$hash_pct" "${load% *}" "${all% *}" >&2
+  FOREIGN=$(foreign_pct "$f0" "${PIDS[@]}")
+  LINE=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$config" "$kind" "$round" "$rps" "$p99" \
+    "$us" "$hash_pct" "${load% *}" "${all% *}" "$f_rps" "$f_p50" "$f_p99" "$f_p999" "$f_other" "$FOREIGN")
+  printf "  %-8s round %d %-5s  wrk %8s req/s p99 %7.0f us  %5s CPU us/req  hashing %3s%% of a core  load core %3s%%  machine %3s%%  other work %3s%%" \
+    "$config" "$round" "$kind" "$rps" "$p99" "$us" "$hash_pct" "${load% *}" "${all% *}" "$FOREIGN" >&2
   [ "$FIXED_RATE" -gt 0 ] && printf "  | oha %s/s: p50 %s p99 %s p99.9 %s us (%s not 200)" "$f_rps" "$f_p50" "$f_p99" "$f_p999" "$f_other" >&2
   echo >&2
   if [ "$config" = pinned ] && [ "${load% *}" -ge "$LOAD_BUSY_WARN" ]; then
@@ -96,8 +115,6 @@ phase() {
   fi
   if [ "$kind" = storm ]; then
     wait "$STORM_PID" || true
-    # Only the sign-ins sent while the proxied load was measured (after the run-up).
-    awk -v c="$config" -v r="$round" -v from="$WARMUP" '$1 >= from { print c "\t" r "\t" $0 }' "$storm_out" >> "$SIGNINS"
     awk -v from="$WARMUP" '$1 >= from { n++; s[$3]++ } END { printf "           sign-ins: %d sent,", n; for (k in s) printf " %s: %d", (k == 0 ? "no answer" : k), s[k]; print "" }' "$storm_out" >&2
   fi
 }
@@ -136,6 +153,7 @@ echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
 echo "authgate: conf/authgate.toml defaults; load (wrk -t1 -c$CONNECTIONS, oha, upstream, storm generator) on core $LOAD_CPU"
 echo "storm: $STORM_RATE wrong-password sign-ins a second, each from its own address and email; median of $ROUNDS rounds of ${DURATION}s"
+echo "a phase during which other work took more than ${FOREIGN_MAX}% of a core was measured again (up to $RETRIES times)"
 echo
 awk -F'\t' -v fixed="$FIXED_RATE" '
   function median(list,    a, k, c, t, j) {
@@ -148,19 +166,19 @@ awk -F'\t' -v fixed="$FIXED_RATE" '
   file == 1 {
     k = $1 SUBSEP $2; if (!($1 in seen)) { seen[$1] = 1; cfg[++nc] = $1 }
     R[k] = R[k] " " $4; P[k] = P[k] " " $5; U[k] = U[k] " " $6; H[k] = H[k] " " $7; L[k] = L[k] " " $8; M[k] = M[k] " " $9
-    FR[k] = FR[k] " " $10; F50[k] = F50[k] " " $11; F99[k] = F99[k] " " $12; F999[k] = F999[k] " " $13
+    FR[k] = FR[k] " " $10; F50[k] = F50[k] " " $11; F99[k] = F99[k] " " $12; F999[k] = F999[k] " " $13; FW[k] = FW[k] " " $15
     next
   }
   # Sign-ins: config, round, sent, latency (s), status.
   { n[$1]++; st[$1, $5]++; if ($5 != 0 && $5 != 503) { lat401[$1] = lat401[$1] " " ($4 * 1e6) } ; all[$1] = all[$1] " " ($4 * 1e6) }
   END {
-    printf "| configuration | phase | wrk req/s | wrk p99 | proxy CPU us/req | hashing, %% of a core | load core | machine |"
+    printf "| configuration | phase | wrk req/s | wrk p99 | proxy CPU us/req | hashing, %% of a core | load core | machine | other work |"
     if (fixed > 0) printf " oha %d/s p50 | p99 | p99.9 |", fixed
     print ""
-    printf "|---|---|---|---|---|---|---|---|"; if (fixed > 0) printf "---|---|---|"; print ""
+    printf "|---|---|---|---|---|---|---|---|---|"; if (fixed > 0) printf "---|---|---|"; print ""
     for (c = 1; c <= nc; c++) for (ph = 1; ph <= 2; ph++) {
       kind = (ph == 1) ? "quiet" : "storm"; k = cfg[c] SUBSEP kind
-      printf "| %s | %s | %.0f | %s | %.1f | %.0f %% | %.0f %% | %.0f %% |", cfg[c], kind, median(R[k]), lat(median(P[k])), median(U[k]), median(H[k]), median(L[k]), median(M[k])
+      printf "| %s | %s | %.0f | %s | %.1f | %.0f %% | %.0f %% | %.0f %% | %.0f %% |", cfg[c], kind, median(R[k]), lat(median(P[k])), median(U[k]), median(H[k]), median(L[k]), median(M[k]), median(FW[k])
       if (fixed > 0) printf " %s | %s | %s |", lat(median(F50[k])), lat(median(F99[k])), lat(median(F999[k]))
       print ""
     }
