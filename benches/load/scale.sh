@@ -55,9 +55,10 @@ echo
 echo "| distinct tokens | order | hit rate | mean ns per verify |"
 echo "|---|---|---|---|"
 # shellcheck disable=SC2086
-pin "$SUT_CPU" "$SCALE" token-cache $TOKEN_SIZES 2>"$WORK/log/token-cache.txt" | awk -F'\t' '{ printf "| %s | %s | %.1f %% | %s |\n", $1, $2, 100 * $3, $4 }'
+pin "$SUT_CPU" "$SCALE" token-cache $TOKEN_SIZES > "$WORK/log/token-cache.tsv"
+awk -F'\t' '$1 != "full" { printf "| %s | %s | %.1f %% | %s |\n", $1, $2, 100 * $3, $4 }' "$WORK/log/token-cache.tsv"
 echo
-cat "$WORK/log/token-cache.txt"
+awk -F'\t' '$1 == "full" { printf "A verification without the cache (HS256, claims decoded): %s ns.\n", $2 }' "$WORK/log/token-cache.tsv"
 
 # --- the gateway ------------------------------------------------------------------------------
 UP=$(free_port)

@@ -12,6 +12,10 @@
 #   pinned    the gateway on core 0 (so one worker thread and one hashing thread share a core);
 #   unpinned  the gateway free on both cores (two worker threads, one hashing thread).
 #
+# and, as an experiment on the running binary (CONFIGS="pinned-idle unpinned-idle"), the same
+# with the hashing threads moved from nice 10 to the SCHED_IDLE policy (`chrt --idle`), which
+# runs them only on CPU time nothing else wants.
+#
 # The load runs on core 1 in both: the nginx upstream, wrk (or oha) on an authenticated proxied
 # route, and the storm generator (signin_storm.py). Every round has a quiet phase and a storm
 # phase, in alternating order. Each phase is a closed-loop wrk run (throughput, p99), then, when
@@ -110,7 +114,7 @@ phase_once() {
     "$config" "$round" "$kind" "$rps" "$p99" "$us" "$hash_pct" "${load% *}" "${all% *}" "$FOREIGN" >&2
   [ "$FIXED_RATE" -gt 0 ] && printf "  | oha %s/s: p50 %s p99 %s p99.9 %s us (%s not 200)" "$f_rps" "$f_p50" "$f_p99" "$f_p999" "$f_other" >&2
   echo >&2
-  if [ "$config" = pinned ] && [ "${load% *}" -ge "$LOAD_BUSY_WARN" ]; then
+  if [[ "$config" == pinned* ]] && [ "${load% *}" -ge "$LOAD_BUSY_WARN" ]; then
     echo "  WARNING: the load core (cpu$LOAD_CPU) was ${load% *}% busy: wrk set the pace in this phase, not the gateway" >&2
   fi
   if [ "$kind" = storm ]; then
@@ -122,8 +126,8 @@ phase_once() {
 run_config() { # pinned|unpinned
   local config=$1 cpus port admin pid token
   case "$config" in
-    pinned) cpus=0 ;;
-    unpinned) cpus=0-$(($(nproc) - 1)) ;;
+    pinned | pinned-idle) cpus=0 ;;
+    unpinned | unpinned-idle) cpus=0-$(($(nproc) - 1)) ;;
     *) echo "unknown configuration $config" >&2; exit 1 ;;
   esac
   port=$(free_port); admin=$(free_port)
@@ -131,6 +135,12 @@ run_config() { # pinned|unpinned
   spawn "$cpus" "$AUTHGATE" --config "$WORK/$config.toml" 2>"$WORK/log/$config.log" & pid=$!; PIDS+=($pid)
   wait_port "$port"
   token=$(signin "$port")
+  if [[ "$config" == *-idle ]]; then
+    local task
+    for task in /proc/"$pid"/task/*; do
+      [[ "$(cat "$task/comm")" == authgate-hash* ]] && chrt --idle -p 0 "${task##*/}"
+    done
+  fi
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/cases")" = 200 ] ||
     { echo "authgate ($config) refused the token" >&2; exit 1; }
   echo "authgate ($config, cores $cpus): threads $(thread_names "$pid" | awk '{ c = $1; $1 = ""; sub(/^ /, ""); printf "%s%s x%s", sep, $0, c; sep = ", " }')" >&2
