@@ -60,6 +60,7 @@ fn session(i: u64) -> Session {
         ),
         created_at: NOW,
         expires_at: EXPIRES_AT,
+        family: authgate::model::Family::Profile,
     }
 }
 
@@ -222,6 +223,7 @@ fn token_cache(sizes: &[u64]) {
         session_id: "374c1f0d2bce576df42b980b35a6b4e8".into(),
         iat: now,
         exp: EXPIRES_AT,
+        session_start: Some(now),
     };
     for &n in sizes {
         for order in ["random", "cycle"] {

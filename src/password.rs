@@ -29,9 +29,14 @@ pub enum PasswordError {
     Hash(argon2::password_hash::Error),
 }
 
-/// How much less the hashing threads get than the proxy's when both want a CPU: nice 10 is
-/// about a tenth of a nice-0 thread's share.
+/// Where `SCHED_IDLE` cannot be had, how much less the hashing threads get than the proxy's
+/// when both want a CPU: nice 10 is about a tenth of a nice-0 thread's share.
 const HASHING_NICE: i32 = 10;
+
+/// Longest a check may wait for a hashing thread, queue included: past it the caller gets
+/// `Busy` (503), so a machine whose CPUs the proxy keeps busy answers sign-ins rather than
+/// holding them.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -226,15 +231,26 @@ impl Passwords {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let (done, result) = tokio::sync::oneshot::channel();
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let given_up = Arc::clone(&abandoned);
         let job: Job = Box::new(move || {
+            // Nobody waits for it any more: skip the work.
+            if given_up.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let _ = done.send(work());
         });
         self.jobs.try_send(job).map_err(|e| match e {
             std::sync::mpsc::TrySendError::Full(_) => PasswordError::Busy,
             std::sync::mpsc::TrySendError::Disconnected(_) => PasswordError::Closed,
         })?;
-        // The sender is dropped unanswered only if the work panicked.
-        result.await.map_err(|_| PasswordError::Failed)
+        match tokio::time::timeout(MAX_WAIT, result).await {
+            Ok(answer) => answer.map_err(|_| PasswordError::Failed),
+            Err(_) => {
+                abandoned.store(true, std::sync::atomic::Ordering::Release);
+                Err(PasswordError::Busy)
+            }
+        }
     }
 }
 
@@ -267,11 +283,17 @@ fn spawn_pool(threads: usize, queue: usize) -> std::sync::mpsc::SyncSender<Job> 
     jobs
 }
 
-/// Give the calling thread a lower CPU priority than the proxy's (Linux: niceness is per
-/// thread). Lowering one's own priority needs no privilege.
+/// Give the calling thread a lower CPU priority than the proxy's: `SCHED_IDLE` (it runs only
+/// on CPU time the proxy leaves), else nice 10. Both are per thread on Linux, and lowering
+/// one's own priority needs no privilege.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: the calling thread (0) and a parameter that outlives the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return;
+        }
         // SAFETY: plain system calls on the calling thread's own id, with no pointers.
         let rc = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -394,15 +416,22 @@ mod tests {
         let p = Passwords::new(1, 1, []);
         let (tx, rx) = std::sync::mpsc::channel();
         let job: Job = Box::new(move || {
-            // SAFETY: reads the calling thread's own niceness.
-            let nice = unsafe {
+            // SAFETY: reads the calling thread's own scheduling policy and niceness.
+            let (policy, nice) = unsafe {
                 let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                libc::getpriority(libc::PRIO_PROCESS, tid)
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                )
             };
-            let _ = tx.send(nice);
+            let _ = tx.send((policy, nice));
         });
         p.jobs.try_send(job).unwrap();
-        assert_eq!(rx.recv().unwrap(), HASHING_NICE);
+        let (policy, nice) = rx.recv().unwrap();
+        assert!(
+            policy == libc::SCHED_IDLE || nice == HASHING_NICE,
+            "policy {policy}, nice {nice}"
+        );
     }
 
     #[tokio::test]

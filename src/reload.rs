@@ -150,6 +150,22 @@ impl Reloader {
     /// both as configured and where a symbolic link leads (Let's Encrypt's `live/` links into
     /// `archive/`; a Kubernetes secret volume swaps a `..data` link).
     fn watched_dirs(&self) -> Vec<PathBuf> {
+        let files = self.watched_files();
+        let mut dirs: Vec<PathBuf> = files
+            .iter()
+            .map(|f| match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// The configuration file, and every certificate and key, as configured and where a link
+    /// leads.
+    fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
         if self.certificates.is_some() {
             if let Some(tls) = &self.live.load().config.server.tls {
@@ -163,16 +179,7 @@ impl Reloader {
                 }
             }
         }
-        let mut dirs: Vec<PathBuf> = files
-            .iter()
-            .map(|f| match f.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        files
     }
 
     async fn reload_users(&self) {
@@ -187,7 +194,9 @@ impl Reloader {
     }
 
     /// Watch the directories of the files (an editor, a Kubernetes ConfigMap or certbot
-    /// replaces a file rather than writing it in place); every event there sends a wake-up.
+    /// replaces a file rather than writing it in place). An event wakes the reloader only when
+    /// it names one of the files, or a `..`-named entry (the links a Kubernetes volume swaps):
+    /// a log written beside the configuration must not wake it on every line.
     fn watch(
         &self,
         dirs: &[PathBuf],
@@ -196,9 +205,19 @@ impl Reloader {
         if dirs.is_empty() {
             return None;
         }
+        let names: Vec<std::ffi::OsString> = self
+            .watched_files()
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+            .collect();
+        let relevant = move |path: &PathBuf| {
+            path.file_name().is_some_and(|n| {
+                names.iter().any(|w| w == n) || n.to_string_lossy().starts_with("..")
+            })
+        };
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
+                if event.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(&relevant)) {
                     // Full means a wake-up is already pending.
                     let _ = wake.try_send(());
                 }

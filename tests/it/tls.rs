@@ -607,17 +607,22 @@ async fn an_upstream_certificate_that_does_not_verify_is_a_json_502() {
     }
     assert_eq!(t.up.count(), 0);
     assert_eq!(wrong_name.count(), 0);
-    // The log says why.
-    let log = t.gw.log();
-    let failure = |reason: &str| {
+    // The log says why (written as the request ends, so wait for it).
+    let failure = |log: &str, reason: &str| {
         log.lines()
             .any(|l| l.contains("Fail to proxy") && l.contains("status: 502") && l.contains(reason))
     };
-    assert!(failure("invalid peer certificate: UnknownIssuer"), "{log}");
-    assert!(
-        failure("certificate not valid for name \"backend.internal\""),
-        "{log}"
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = t.gw.log();
+        let both = failure(&log, "invalid peer certificate: UnknownIssuer")
+            && failure(&log, "certificate not valid for name \"backend.internal\"");
+        if both {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
