@@ -20,38 +20,6 @@ fn options(server: &str) -> Options {
     }
 }
 
-/// Read one response (headers and a Content-Length body) off a kept-alive connection.
-async fn read_response(s: &mut TcpStream) -> RawAnswer {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("answer in time")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed before a full answer: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                return parse_raw(&buf);
-            }
-        }
-    }
-}
-
 /// Wait until the server closes `s`, and say how long that took.
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
     let start = Instant::now();

@@ -283,34 +283,7 @@ impl TlsConn {
             .write_all(head.as_bytes())
             .await
             .expect("write request");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
-                .await
-                .expect("answer in time")
-                .expect("read");
-            assert!(
-                n > 0,
-                "closed before a full answer: {}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    return super::parse_raw(&buf);
-                }
-            }
-        }
+        super::read_response(&mut self.stream).await
     }
 
     /// Whether the server closes the connection within `limit` (whatever it sends first).

@@ -778,3 +778,38 @@ pub async fn admin_get(gw: &Gateway, path: &str) -> Answer {
     )
     .await
 }
+
+/// Read one response (headers and a Content-Length body) off a kept-alive connection.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawAnswer {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(s, &mut chunk),
+        )
+        .await
+        .expect("answer in time")
+        .expect("read");
+        assert!(
+            n > 0,
+            "closed before a full answer: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return parse_raw(&buf);
+            }
+        }
+    }
+}
