@@ -34,7 +34,7 @@ use crate::token::jwt::Verified;
 use crate::token::{body_token, header_or_query_token};
 use crate::trace::Trace;
 use crate::upstream::{
-    Route, set_forwarding_headers, set_identity_headers, upstream_request_policy,
+    self, Route, set_forwarding_headers, set_identity_headers, upstream_request_policy,
 };
 
 /// Longest request target (path and query) accepted, as nginx's default header buffers allow.
@@ -224,6 +224,9 @@ impl ProxyHttp for Gateway {
                 "no configuration",
             ));
         };
+        // The request has exactly as much room as the client sent fields: make room once for
+        // the ones the gateway adds, rather than growing both of Pingora's maps on the way.
+        upstream_request.try_reserve_headers(upstream::ADDED_HEADERS)?;
         set_identity_headers(
             upstream_request,
             ctx.identity.as_deref(),

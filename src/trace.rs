@@ -12,7 +12,6 @@
 //! What the request already carries as it should is left alone: the upstream request is a copy
 //! of the client's, and each header added costs ~1.5k instructions (see BENCHMARKS.md).
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use rand::RngCore;
@@ -20,9 +19,6 @@ use rand::RngCore;
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-/// The same names as shared bytes: inserting one copies no name.
-static REQUEST_ID_NAME: Bytes = Bytes::from_static(b"x-request-id");
-static TRACEPARENT_NAME: Bytes = Bytes::from_static(b"traceparent");
 
 /// Longest request id kept from a trusted proxy.
 pub const MAX_REQUEST_ID: usize = 128;
@@ -88,21 +84,21 @@ impl Trace {
             if self.request_id_replaced {
                 while req.remove_header(&REQUEST_ID).is_some() {}
             }
-            req.append_header(REQUEST_ID_NAME.clone(), self.request_id.clone())?;
+            req.append_header(&REQUEST_ID, self.request_id.clone())?;
         }
         if !self.traceparent_kept {
             if self.trace_replaced {
                 while req.remove_header(&TRACEPARENT).is_some() {}
                 while req.remove_header(&TRACESTATE).is_some() {}
             }
-            req.append_header(TRACEPARENT_NAME.clone(), self.traceparent.clone())?;
+            req.append_header(&TRACEPARENT, self.traceparent.clone())?;
         }
         Ok(())
     }
 
     /// Tell the client its request id, in place of any the upstream answered with.
     pub fn answer(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
-        resp.insert_header(REQUEST_ID_NAME.clone(), self.request_id.clone())
+        resp.insert_header(&REQUEST_ID, self.request_id.clone())
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::HeaderName;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
@@ -372,13 +371,18 @@ impl Router {
     }
 }
 
-/// The identity header names as shared bytes: inserting one costs no copy of its name.
-static IDENTITY_NAMES: [Bytes; 5] = [
-    Bytes::from_static(IDENTITY_HEADERS[0].as_bytes()),
-    Bytes::from_static(IDENTITY_HEADERS[1].as_bytes()),
-    Bytes::from_static(IDENTITY_HEADERS[2].as_bytes()),
-    Bytes::from_static(IDENTITY_HEADERS[3].as_bytes()),
-    Bytes::from_static(IDENTITY_HEADERS[4].as_bytes()),
+/// The most fields the gateway adds to a proxied request: the identity headers,
+/// `X-Forwarded-For`, `X-Real-IP`, `X-Request-Id` and `traceparent` (`Forwarded` only ever
+/// replaces the client's own).
+pub const ADDED_HEADERS: usize = IDENTITY_HEADERS.len() + 4;
+
+/// The identity header names, parsed once: inserting one neither parses nor copies its name.
+static IDENTITY_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(IDENTITY_HEADERS[0]),
+    HeaderName::from_static(IDENTITY_HEADERS[1]),
+    HeaderName::from_static(IDENTITY_HEADERS[2]),
+    HeaderName::from_static(IDENTITY_HEADERS[3]),
+    HeaderName::from_static(IDENTITY_HEADERS[4]),
 ];
 
 /// Names whose underscore spelling is always removed, whatever `server.underscore_headers`
@@ -404,10 +408,8 @@ const PROTECTED: [&str; 11] = [
 const ROUTING_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 const FORWARDED_FOR_NAME: &str = "x-forwarded-for";
-static FORWARDED_FOR: Bytes = Bytes::from_static(FORWARDED_FOR_NAME.as_bytes());
 /// Prebuilt for lookups, which would otherwise parse the name each time.
 static FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static(FORWARDED_FOR_NAME);
-static REAL_IP: Bytes = Bytes::from_static(b"x-real-ip");
 static REAL_IP_HEADER: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED_HEADER: HeaderName = HeaderName::from_static("forwarded");
 
@@ -452,7 +454,7 @@ pub fn set_identity_headers(
     }
     if let Some(identity) = identity {
         for (name, value) in IDENTITY_NAMES.iter().zip(&identity.header_values) {
-            req.insert_header(name.clone(), value.clone())?;
+            req.insert_header(name, value.clone())?;
         }
     }
     Ok(())
@@ -493,16 +495,16 @@ pub fn set_forwarding_headers(
             IpAddr::V6(_) => format!("for=\"[{peer_text}]\""),
         };
         while req.remove_header(&FORWARDED_HEADER).is_some() {}
-        req.insert_header(FORWARDED_HEADER.clone(), value)?;
+        req.insert_header(&FORWARDED_HEADER, value)?;
     }
     let set_real_ip = peer_trusted || req.headers.contains_key(&REAL_IP_HEADER);
     if set_real_ip {
         while req.remove_header(&REAL_IP_HEADER).is_some() {}
-        req.insert_header(REAL_IP.clone(), ip_text(client))?;
+        req.insert_header(&REAL_IP_HEADER, ip_text(client))?;
     }
     match forwarded_for {
-        Some(chain) => req.insert_header(FORWARDED_FOR.clone(), chain),
-        None => req.insert_header(FORWARDED_FOR.clone(), peer_text),
+        Some(chain) => req.insert_header(&FORWARDED_FOR_HEADER, chain),
+        None => req.insert_header(&FORWARDED_FOR_HEADER, peer_text),
     }
 }
 

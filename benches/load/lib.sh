@@ -4,7 +4,9 @@
 SECRET="load-test-secret-load-test-secret-0123456789"
 TARGET=${CARGO_TARGET_DIR:-target}
 AUTHGATE=$TARGET/release/authgate
-BARE=$TARGET/release/bare-pingora
+# Stock Pingora, built as a workspace of its own (without authgate's patches/).
+BARE_TARGET=${BARE_TARGET_DIR:-benches/load/bare-pingora/target}
+BARE=$BARE_TARGET/release/bare-pingora
 
 # Install the Debian packages that are missing (plus any named as arguments, `command:package`),
 # while the release binaries build: one is disk and network, the other CPU.
@@ -31,7 +33,11 @@ install_and_build() {
     apt_pid=$!
   fi
   # SKIP_BUILD=1 uses the release binaries as they are.
-  [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet -p authgate -p bare-pingora --bins
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    cargo build --release --quiet -p authgate --bins
+    cargo build --release --quiet --manifest-path benches/load/bare-pingora/Cargo.toml \
+      --target-dir "$BARE_TARGET"
+  fi
   if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
     cat /tmp/authgate-bench-apt.log >&2
     echo "installing ${need[*]} failed" >&2

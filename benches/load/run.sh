@@ -13,6 +13,13 @@
 # busy time is read from /proc/stat during every run: at LOAD_BUSY_WARN (95) % or more the load
 # side was saturated, throughput then measures wrk as much as the server, and the script says so.
 #
+#   BASELINE=/tmp/authgate-before benches/load/run.sh
+#
+# BASELINE names another authgate binary (the build before a change, say): it runs as
+# "authgate baseline" with the tuned configuration, and the ratio of the two comes from the same
+# run. ONLY="tuned baseline haproxy bare" measures only the systems whose names hold one of the
+# words (all by default).
+#
 #   benches/load/run.sh --latency       # or benches/load/latency.sh: the fixed-rate run instead
 #   RATE=20000 benches/load/latency.sh
 #
@@ -73,6 +80,13 @@ spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/mem.toml" 2>"$WORK/log/mem.log" & A
 spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/defaults.toml" 2>"$WORK/log/defaults.log" & AG_DEF_PID=$!; PIDS+=($AG_DEF_PID)
 spawn "$SUT_CPU" "$AUTHGATE" --config "$WORK/redis.toml" 2>"$WORK/log/redis.log" & AG_RED_PID=$!; PIDS+=($AG_RED_PID)
 wait_port "$AG_MEM"; wait_port "$AG_DEF"; wait_port "$AG_RED"
+if [ -n "${BASELINE:-}" ]; then
+  AG_BASE=$(free_port); AG_BASE_ADMIN=$(free_port)
+  authgate_conf "$WORK/base.toml" "$AG_BASE" "$AG_BASE_ADMIN" "$UP" 'backend = "memory"'
+  spawn "$SUT_CPU" "$BASELINE" --config "$WORK/base.toml" 2>"$WORK/log/base.log" & AG_BASE_PID=$!; PIDS+=($AG_BASE_PID)
+  wait_port "$AG_BASE"
+  TOKEN_BASE=$(signin "$AG_BASE")
+fi
 
 TOKEN_MEM=$(signin "$AG_MEM")
 TOKEN_DEF=$(signin "$AG_DEF")
@@ -127,12 +141,26 @@ check authgate-tuned "http://127.0.0.1:$AG_MEM/api/cases" "$TOKEN_MEM"
 check authgate-defaults "http://127.0.0.1:$AG_DEF/api/cases" "$TOKEN_DEF"
 check authgate-redis "http://127.0.0.1:$AG_RED/api/cases" "$TOKEN_RED"
 check haproxy "http://127.0.0.1:$HA/api/cases" "$TOKEN_MEM"
+[ -z "${BASELINE:-}" ] || check authgate-baseline "http://127.0.0.1:$AG_BASE/api/cases" "$TOKEN_BASE"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HA/api/cases")" = 401 ] || { echo "haproxy let an anonymous request through" >&2; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AG_MEM/api/cases")" = 401 ] || { echo "authgate let an anonymous request through" >&2; exit 1; }
 # The defaults really log every request (and the tuned one does not).
 sleep 0.2
 grep -q 'access' "$WORK/log/defaults.log" || { echo "authgate (defaults) wrote no access log line" >&2; exit 1; }
 THREADS_DEF=$(thread_names "$AG_DEF_PID" | awk '{ c = $1; $1 = ""; sub(/^ /, ""); printf "%s%s x%s", sep, $0, c; sep = ", " }')
+
+# Keep the systems named in ONLY (all when it is empty), and add the baseline when there is one.
+select_systems() {
+  local kept=() entry word
+  [ -z "${BASELINE:-}" ] || SYSTEMS+=("authgate baseline|$AG_BASE_PID|http://127.0.0.1:$AG_BASE/api/cases|$TOKEN_BASE")
+  for entry in "${SYSTEMS[@]}"; do
+    if [ -z "${ONLY:-}" ]; then kept+=("$entry"); continue; fi
+    for word in $ONLY; do
+      case "${entry%%|*}" in *"$word"*) kept+=("$entry"); break ;; esac
+    done
+  done
+  SYSTEMS=("${kept[@]}")
+}
 
 if [ "$MODE" = latency ]; then
   LAT="$WORK/log/latency.tsv"
@@ -175,6 +203,7 @@ if [ "$MODE" = latency ]; then
     "bare pingora|$BP_PID|http://127.0.0.1:$BP/api/cases|"
     "nginx proxy_pass|$NG_PID|http://127.0.0.1:$NG/api/cases|"
   )
+  select_systems
   for round in $(seq 0 $((ROUNDS - 1))); do
     for i in $(seq 0 $((${#SYSTEMS[@]} - 1))); do
       IFS='|' read -r name pid url token <<< "${SYSTEMS[$(((i + round) % ${#SYSTEMS[@]}))]}"
@@ -259,6 +288,7 @@ SYSTEMS=(
   "bare pingora|$BP_PID|http://127.0.0.1:$BP/api/cases|"
   "nginx proxy_pass|$NG_PID|http://127.0.0.1:$NG/api/cases|"
 )
+select_systems
 # Each round starts one system later, so no system always runs first (or right after another).
 for round in $(seq 0 $((ROUNDS - 1))); do
   for i in $(seq 0 $((${#SYSTEMS[@]} - 1))); do
@@ -284,6 +314,7 @@ awk -F'\t' -v nrounds="$ROUNDS" -v sat="$SATURATED" -v warn="$LOAD_BUSY_WARN" -v
     return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
   }
   function lat(u) { return (u >= 1000) ? sprintf("%.2fms", u / 1000) : sprintf("%.0fus", u) }
+  function ratio(a, b) { if (a && b) printf "| %s / %s | %.2f | %.2f |\n", name[a], name[b], us[a] / us[b], rps[a] / rps[b] }
   !($1 in idx) { n++; idx[$1] = n; name[n] = $1 }
   { i = idx[$1]; R[i] = R[i] " " $2; P50[i] = P50[i] " " usec($3); P99[i] = P99[i] " " usec($4)
     U[i] = U[i] " " $5; S[i] = S[i] " " $6; T[i] = T[i] " " ($5 + $6); L[i] = L[i] " " $7; SB[i] = SB[i] " " $8; ST[i] = ST[i] " " $9; FW[i] = FW[i] " " $11
@@ -295,19 +326,17 @@ awk -F'\t' -v nrounds="$ROUNDS" -v sat="$SATURATED" -v warn="$LOAD_BUSY_WARN" -v
     printf "| %-18s | %11s | %5s | %5s | %8s | %8s | %8s | %14s | %13s | %10s |\n", "system", "CPU us/req", "user", "sys", "req/s", "p50", "p99", "load core busy", "SUT core busy", "other work"
     print "|--------------------|-------------|-------|-------|----------|----------|----------|----------------|---------------|------------|"
     for (i = 1; i <= n; i++) printf "| %-18s | %11.1f | %5.1f | %5.1f | %8.0f | %8s | %8s | %13.0f%% | %12.0f%% | %9.0f%% |\n", name[i], us[i], u[i], s[i], rps[i], lat(p50[i]), lat(p99[i]), load[i], sutb[i], fw[i]
-    t = idx["authgate tuned"]; d = idx["authgate defaults"]; r = idx["authgate redis"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; x = idx["nginx proxy_pass"]
+    t = idx["authgate tuned"]; d = idx["authgate defaults"]; r = idx["authgate redis"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; x = idx["nginx proxy_pass"]; z0 = idx["authgate baseline"]
     print ""
     print "| ratio | CPU per request | throughput |"
     print "|---|---|---|"
-    printf "| authgate defaults / authgate tuned | %.2f | %.2f |\n", us[d] / us[t], rps[d] / rps[t]
-    printf "| authgate tuned / haproxy jwt_verify | %.2f | %.2f |\n", us[t] / us[h], rps[t] / rps[h]
-    printf "| authgate tuned / bare pingora | %.2f | %.2f |\n", us[t] / us[b], rps[t] / rps[b]
-    printf "| authgate tuned / nginx proxy_pass | %.2f | %.2f |\n", us[t] / us[x], rps[t] / rps[x]
-    printf "| authgate redis / authgate tuned | %.2f | %.2f |\n", us[r] / us[t], rps[r] / rps[t]
-    line = ""
-    for (k = 0; k < nrounds; k++) line = line sprintf(" %.3f", rr[d, k] / rr[t, k])
-    print ""
-    print "defaults / tuned throughput, round by round:" line
+    ratio(d, t); ratio(t, h); ratio(t, b); ratio(t, x); ratio(r, t); ratio(t, z0); ratio(z0, h); ratio(z0, b)
+    if (d && t) {
+      line = ""
+      for (k = 0; k < nrounds; k++) line = line sprintf(" %.3f", rr[d, k] / rr[t, k])
+      print ""
+      print "defaults / tuned throughput, round by round:" line
+    }
     bad = ""
     for (i = 1; i <= n; i++) if (hot[i]) bad = bad sprintf(" %s (%d of %d rounds)", name[i], hot[i], split(R[i], z, " "))
     if (bad != "") {

@@ -38,6 +38,20 @@ impl CaseHeaderName {
 /// A trait that converts into case-sensitive header names.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// The name to store a header under, and the case to write it in.
+    ///
+    /// By default the name is parsed from the case-sensitive bytes. A [HeaderName] is already
+    /// parsed, so it is used as it is rather than parsed (and allocated) again.
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)>
+    where
+        Self: Sized,
+    {
+        let case_header_name = self.into_case_header_name();
+        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((header_name, case_header_name))
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -62,11 +76,20 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        let case_header_name = CaseHeaderName(titled_header_name(&self));
+        Ok((self, case_header_name))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
     }
 }
 
@@ -114,5 +137,20 @@ mod tests {
         assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
         assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
         assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+    }
+
+    #[test]
+    fn test_header_names() {
+        let (name, case) = "X-FoO".into_header_names().unwrap();
+        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"X-FoO"[..]));
+        assert!("bad name".into_header_names().is_err());
+        // A parsed name is taken as it is, and written as into_case_header_name() would.
+        let (name, case) = header::SERVER.into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (header::SERVER, &b"Server"[..]));
+        let custom = HeaderName::from_static("x-custom");
+        let (name, case) = (&custom).into_header_names().unwrap();
+        assert_eq!((&name, case.as_slice()), (&custom, &b"x-custom"[..]));
+        let (name, case) = custom.clone().into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (custom, &b"x-custom"[..]));
     }
 }

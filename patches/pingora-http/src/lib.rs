@@ -239,6 +239,20 @@ impl RequestHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
+    /// Reserve room for at least `additional` more header fields, in the header map and in the
+    /// map of their original case alike.
+    ///
+    /// A header parsed from the wire, or cloned, has exactly as much room as it has fields, so
+    /// each field a proxy then adds may grow (and rehash) both maps. Reserving first makes
+    /// adding `additional` fields grow each map at most once.
+    pub fn try_reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
@@ -593,6 +607,20 @@ impl ResponseHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
+    /// Reserve room for at least `additional` more header fields, in the header map and in the
+    /// map of their original case alike.
+    ///
+    /// A header parsed from the wire, or cloned, has exactly as much room as it has fields, so
+    /// each field a proxy then adds may grow (and rehash) both maps. Reserving first makes
+    /// adding `additional` fields grow each map at most once.
+    pub fn try_reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
@@ -852,11 +880,7 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     // store the original case in the map
     if let Some(name_map) = name_map {
         // Use the non-panicking `try_append`: the infallible `append` calls
@@ -881,17 +905,29 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     if let Some(name_map) = name_map {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
     }
     value_map.insert(header_name, value);
     Ok(())
+}
+
+#[inline]
+fn reserve_headers<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    additional: usize,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        name_map
+            .try_reserve(additional)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map
+        .try_reserve(additional)
+        .or_err(InvalidHTTPHeader, "header map size overflows MAX_SIZE")
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
@@ -1060,6 +1096,31 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    #[test]
+    fn test_reserve_headers() {
+        let mut req = RequestHeader::build("GET", b"/", Some(1)).unwrap();
+        req.insert_header("Host", "example.com").unwrap();
+        req.try_reserve_headers(8).unwrap();
+        assert!(req.headers.capacity() >= 9);
+        assert!(req.header_name_map.as_ref().unwrap().capacity() >= 9);
+        for i in 0..8 {
+            req.append_header(format!("X-Added-{i}"), "1").unwrap();
+        }
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert!(buf.starts_with(b"Host: example.com\r\nX-Added-0: 1\r\n"));
+        assert!(buf.ends_with(b"X-Added-7: 1\r\n"));
+
+        let mut resp = ResponseHeader::build(200, Some(1)).unwrap();
+        resp.try_reserve_headers(4).unwrap();
+        assert!(resp.headers.capacity() >= 4);
+        assert!(resp.header_name_map.as_ref().unwrap().capacity() >= 4);
+        // Without a case map, only the header map is reserved.
+        let mut no_case = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        no_case.try_reserve_headers(32).unwrap();
+        assert!(no_case.headers.capacity() >= 32);
     }
 
     #[test]

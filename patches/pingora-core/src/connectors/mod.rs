@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(&stream, peer)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +472,25 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Whether a pooled `stream` is connected to `peer`.
+///
+/// [`l4_connect`] records the address it connected to in the stream's socket digest, and the
+/// remote address of a connected socket never changes, so a direct connection is checked
+/// against that record instead of asking the kernel with `getpeername(2)` on every reuse.
+/// Connections through a CONNECT proxy, and streams without a recorded address, keep the
+/// `getpeername(2)` check. A connection that broke while idle is still caught by
+/// [`test_reusable_stream`].
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    if peer.get_proxy().is_none() {
+        let digest = stream.get_socket_digest();
+        if let Some(Some(recorded)) = digest.as_ref().and_then(|d| d.peer_addr.get()) {
+            return recorded == peer.address() || peer.matches_fd(stream.id());
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
@@ -602,6 +621,30 @@ mod tests {
 
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused);
+    }
+
+    #[tokio::test]
+    #[cfg(unix)]
+    async fn test_reuse_checks_recorded_peer_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let other_peer = BasicPeer::new(&other.local_addr().unwrap().to_string());
+        let connector = TransportConnector::new(None);
+
+        let stream = connector.new_stream(&peer).await.unwrap();
+        assert!(stream_matches_peer(&stream, &peer));
+        assert!(!stream_matches_peer(&stream, &other_peer));
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        let (stream, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+
+        // A pooled connection filed under another peer's key (a hash collision) is not reused.
+        connector.release_stream(stream, other_peer.reuse_hash(), None);
+        let (stream, reused) = connector.get_stream(&other_peer).await.unwrap();
+        assert!(!reused);
+        let recorded = stream.get_socket_digest().unwrap().peer_addr().cloned();
+        assert_eq!(recorded.as_ref(), Some(other_peer.address()));
     }
 
     #[tokio::test]
