@@ -241,7 +241,18 @@ impl TransportConnector {
             .await
             .or_err(InternalError, "offload runtime failure")??
         } else {
-            do_connect(peer, bind_to, alpn_override, &self.tls_ctx.ctx, None).await?
+            // Boxed: a new connection (TCP, then TLS when asked) is the cold path under
+            // keep-alive, and its future, inlined, would make every future awaiting a session
+            // (the whole request, in a proxy) several kilobytes larger, and as many bytes to
+            // move on each request.
+            Box::pin(do_connect(
+                peer,
+                bind_to,
+                alpn_override,
+                &self.tls_ctx.ctx,
+                None,
+            ))
+            .await?
         };
 
         Ok(stream)
