@@ -379,7 +379,7 @@ impl BackgroundService for Upkeep {
                     .get(&key)
                     .is_none_or(|t| t.elapsed() >= upstream.health_check);
                 if due {
-                    upstream.lb.backends().run_health_check(true).await;
+                    upstream.check_health().await;
                     last_check.insert(key, Instant::now());
                 }
             }
