@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::AccessLogFormat;
@@ -53,34 +53,105 @@ pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
     enqueue(&line);
 }
 
-/// `2026-12-01T10:15:02.113Z  INFO access: request_id=... client=... method=GET uri=/x
-/// status=200 user=... ms=3 error=-`, shaped like the gateway's other log lines.
+/// `2026-12-01T10:15:02.113205Z  INFO access: request_id=... client=... method=GET uri=/x
+/// status=200 user=... ms=3 upstream=... error=-`, shaped like the gateway's other log lines.
+/// Built by appending, without the formatting machinery: the line is written for every request.
 fn text_line(e: &Entry<'_>) -> Vec<u8> {
     let mut line = String::with_capacity(256);
-    let _ = writeln!(
-        line,
-        "{}  INFO access: request_id={} client={} method={} uri={} route={} status={} user={} ms={} upstream={} error={}",
-        Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-        e.request_id,
-        e.client_ip,
-        e.method,
-        e.path,
-        e.route.unwrap_or("-"),
-        e.status,
-        e.user_id.unwrap_or("-"),
-        e.latency.as_millis(),
-        e.upstream.unwrap_or("-"),
-        e.error.unwrap_or("-"),
+    timestamp(&mut line, Fraction::Micros);
+    line.push_str("  INFO access: request_id=");
+    line.push_str(e.request_id);
+    line.push_str(" client=");
+    push_ip(&mut line, e.client_ip);
+    line.push_str(" method=");
+    line.push_str(e.method);
+    line.push_str(" uri=");
+    line.push_str(e.path);
+    line.push_str(" route=");
+    line.push_str(e.route.unwrap_or("-"));
+    line.push_str(" status=");
+    push_number(&mut line, u64::from(e.status));
+    line.push_str(" user=");
+    line.push_str(e.user_id.unwrap_or("-"));
+    line.push_str(" ms=");
+    push_number(
+        &mut line,
+        u64::try_from(e.latency.as_millis()).unwrap_or(u64::MAX),
     );
+    line.push_str(" upstream=");
+    line.push_str(e.upstream.unwrap_or("-"));
+    line.push_str(" error=");
+    line.push_str(e.error.unwrap_or("-"));
+    line.push('\n');
     line.into_bytes()
+}
+
+#[derive(Clone, Copy)]
+enum Fraction {
+    Millis,
+    Micros,
+}
+
+/// The time now as RFC 3339 in UTC (`2026-12-01T10:15:02.113205Z`), as chrono's
+/// `to_rfc3339_opts(.., true)` writes it. The part up to the second is formatted once a second
+/// per thread; each line appends only its fraction.
+fn timestamp(out: &mut String, fraction: Fraction) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = Utc::now();
+    let secs = now.timestamp();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            let _ = write!(cached.1, "{}", now.format("%Y-%m-%dT%H:%M:%S"));
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    let nanos = now.timestamp_subsec_nanos().min(999_999_999);
+    let (value, digits) = match fraction {
+        Fraction::Millis => (nanos / 1_000_000, 3),
+        Fraction::Micros => (nanos / 1_000, 6),
+    };
+    out.push('.');
+    let mut buf = [b'0'; 6];
+    let mut v = value;
+    for slot in buf[..digits].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend(buf[..digits].iter().map(|&b| char::from(b)));
+    out.push('Z');
+}
+
+/// A number in decimal, without the formatting machinery.
+fn push_number(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[at..].iter().map(|&b| char::from(b)));
+}
+
+fn push_ip(out: &mut String, ip: IpAddr) {
+    out.push_str(&crate::upstream::ip_text(ip));
 }
 
 #[derive(Serialize)]
 struct Line<'a> {
-    time: String,
+    time: &'a str,
     request_id: &'a str,
     trace_id: &'a str,
-    client_ip: IpAddr,
+    client_ip: &'a str,
     method: &'a str,
     path: &'a str,
     route: Option<&'a str>,
@@ -93,11 +164,14 @@ struct Line<'a> {
 
 /// The JSON line of an entry, newline included.
 fn json_line(e: &Entry<'_>) -> Vec<u8> {
+    let mut time = String::with_capacity(32);
+    timestamp(&mut time, Fraction::Millis);
+    let client_ip = crate::upstream::ip_text(e.client_ip);
     let line = Line {
-        time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        time: &time,
         request_id: e.request_id,
         trace_id: e.trace_id,
-        client_ip: e.client_ip,
+        client_ip: &client_ip,
         method: e.method,
         path: e.path,
         route: e.route,
@@ -178,6 +252,40 @@ fn write_forever() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_as_chrono_writes_them() {
+        for (fraction, digits) in [(Fraction::Millis, 3), (Fraction::Micros, 6)] {
+            for _ in 0..3 {
+                let before = Utc::now();
+                let mut t = String::new();
+                timestamp(&mut t, fraction);
+                let after = Utc::now();
+                let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+                assert_eq!(t.len(), "2026-01-01T00:00:00.".len() + digits + 1, "{t}");
+                assert!(t.ends_with('Z'), "{t}");
+                let slack = chrono::Duration::milliseconds(1);
+                assert!(parsed >= before - slack && parsed <= after + slack, "{t}");
+                let chrono_form = parsed.with_timezone(&Utc).to_rfc3339_opts(
+                    match fraction {
+                        Fraction::Millis => chrono::SecondsFormat::Millis,
+                        Fraction::Micros => chrono::SecondsFormat::Micros,
+                    },
+                    true,
+                );
+                assert_eq!(t, chrono_form);
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 200, 65535, 1_000_000, u64::MAX] {
+            let mut out = String::from("x=");
+            push_number(&mut out, n);
+            assert_eq!(out, format!("x={n}"));
+        }
+    }
 
     #[test]
     fn a_text_line_is_one_line_with_every_field() {

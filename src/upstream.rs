@@ -527,7 +527,7 @@ pub fn set_forwarding_headers(
 
 /// An address as text. IPv4, the common case, is written digit by digit: `Ipv4Addr`'s
 /// `Display` goes through the formatting machinery at ~1.3k instructions a call.
-fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
