@@ -357,7 +357,7 @@ mod tests {
             devices: mfa,
             logins: Arc::new(crate::store::memory::MemoryLogins::default()),
             revocations: Arc::default(),
-            passwords: Arc::new(Passwords::new(1, 8, [])),
+            passwords: Arc::new(Passwords::new(1, 8, crate::config::HashPriority::Idle, [])),
         }
     }
 

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::HashPriority;
+
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
@@ -164,6 +166,7 @@ impl Passwords {
     pub fn new<'a>(
         threads: usize,
         queue: usize,
+        priority: HashPriority,
         known_hashes: impl IntoIterator<Item = &'a str>,
     ) -> Passwords {
         let dummy_hash: Arc<str> = hash_blocking("authgate-timing-equalizer")
@@ -183,7 +186,7 @@ impl Passwords {
         measure(&dummy_hash);
         known_hashes.into_iter().for_each(measure);
         Passwords {
-            jobs: spawn_pool(threads.max(1), queue.max(1)),
+            jobs: spawn_pool(threads.max(1), queue.max(1), priority),
             dummy_hash,
             floor,
         }
@@ -254,8 +257,12 @@ impl Passwords {
     }
 }
 
-/// Start `threads` hashing threads at `HASHING_NICE`, sharing a queue of `queue` jobs.
-fn spawn_pool(threads: usize, queue: usize) -> std::sync::mpsc::SyncSender<Job> {
+/// Start `threads` hashing threads at `priority`, sharing a queue of `queue` jobs.
+fn spawn_pool(
+    threads: usize,
+    queue: usize,
+    priority: HashPriority,
+) -> std::sync::mpsc::SyncSender<Job> {
     let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(queue);
     let queued = Arc::new(Mutex::new(queued));
     for i in 0..threads {
@@ -263,7 +270,7 @@ fn spawn_pool(threads: usize, queue: usize) -> std::sync::mpsc::SyncSender<Job> 
         let spawned = std::thread::Builder::new()
             .name(format!("authgate-hash-{i}"))
             .spawn(move || {
-                lower_priority();
+                lower_priority(priority);
                 loop {
                     let next = match queued.lock() {
                         Ok(rx) => rx.recv(),
@@ -283,15 +290,17 @@ fn spawn_pool(threads: usize, queue: usize) -> std::sync::mpsc::SyncSender<Job> 
     jobs
 }
 
-/// Give the calling thread a lower CPU priority than the proxy's: `SCHED_IDLE` (it runs only
-/// on CPU time the proxy leaves), else nice 10. Both are per thread on Linux, and lowering
-/// one's own priority needs no privilege.
-fn lower_priority() {
+/// Give the calling thread a lower CPU priority than the proxy's: with `Idle`, `SCHED_IDLE`
+/// (it runs only on CPU time nothing else wants) and nice 10 where that is refused; with `Low`,
+/// nice 10. Both are per thread on Linux, and lowering one's own priority needs no privilege.
+fn lower_priority(priority: HashPriority) {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: the calling thread (0) and a parameter that outlives the call.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        if priority == HashPriority::Idle
+            && unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0
+        {
             return;
         }
         // SAFETY: plain system calls on the calling thread's own id, with no pointers.
@@ -362,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn failures_wait_for_the_slowest_kind_of_hash() {
         let slow = bcrypt::hash("pw", 10).unwrap();
-        let p = Passwords::new(2, 8, [slow.as_str()]);
+        let p = Passwords::new(2, 8, HashPriority::Idle, [slow.as_str()]);
         let floor = p.floor.floor();
         assert!(floor > Duration::from_millis(20), "{floor:?}");
         let started = Instant::now();
@@ -378,7 +387,7 @@ mod tests {
     async fn a_full_queue_refuses_at_once() {
         // One thread and a queue of one: of checks sent at once, at most two are taken (one
         // running, one waiting); the next is refused without waiting for either.
-        let p = Arc::new(Passwords::new(1, 1, []));
+        let p = Arc::new(Passwords::new(1, 1, HashPriority::Idle, []));
         let slow = bcrypt::hash("pw", 12).unwrap();
         let mut taken = Vec::new();
         let refused = loop {
@@ -411,9 +420,34 @@ mod tests {
         }
     }
 
+    /// The scheduling policy and niceness of a hashing thread of `p`.
+    fn hashing_thread_priority(p: &Passwords) -> (i32, i32) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            // SAFETY: reads the calling thread's own scheduling policy and niceness.
+            let (policy, nice) = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                )
+            };
+            let _ = tx.send((policy, nice));
+        });
+        p.jobs.try_send(job).unwrap();
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn low_priority_hashing_runs_at_nice_10_not_sched_idle() {
+        let p = Passwords::new(1, 1, HashPriority::Low, []);
+        let (policy, nice) = hashing_thread_priority(&p);
+        assert_eq!((policy, nice), (libc::SCHED_OTHER, HASHING_NICE));
+    }
+
     #[test]
     fn hashing_threads_run_at_a_lower_priority() {
-        let p = Passwords::new(1, 1, []);
+        let p = Passwords::new(1, 1, HashPriority::Idle, []);
         let (tx, rx) = std::sync::mpsc::channel();
         let job: Job = Box::new(move || {
             // SAFETY: reads the calling thread's own scheduling policy and niceness.
@@ -436,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_user_never_verifies() {
-        let p = Passwords::new(2, 8, []);
+        let p = Passwords::new(2, 8, HashPriority::Idle, []);
         assert!(!p.verify("authgate-timing-equalizer", None).await.unwrap());
     }
 }

@@ -335,6 +335,7 @@ fn keep_restart_only(mut config: Config, running: &Config) -> (Config, Vec<&'sta
         "password.max_concurrent_hashes"
     );
     keep!(password.max_queued_hashes, "password.max_queued_hashes");
+    keep!(password.hash_priority, "password.hash_priority");
     if config.token.secret.is_empty() {
         config.token.secret = running.token.secret.clone();
         config.token.secret_generated = running.token.secret_generated;

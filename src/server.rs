@@ -298,6 +298,7 @@ pub fn build_app(config: Config, stores: &Stores) -> anyhow::Result<App> {
     let passwords = Arc::new(Passwords::new(
         config.password.max_concurrent_hashes,
         config.password.max_queued_hashes,
+        config.password.hash_priority,
         known_hashes.iter().map(String::as_str),
     ));
     let live = Live::build(config, stores.limits.clone())?;

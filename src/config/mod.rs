@@ -132,6 +132,15 @@ mod tests {
     }
 
     #[test]
+    fn hash_priority_is_idle_unless_set_low() {
+        assert_eq!(load("").unwrap().password.hash_priority, HashPriority::Idle);
+        let cfg = load("[password]\nhash_priority = \"low\"\n").unwrap();
+        assert_eq!(cfg.password.hash_priority, HashPriority::Low);
+        let err = load("[password]\nhash_priority = \"fast\"\n").unwrap_err();
+        assert!(err.to_string().contains("password.hash_priority"), "{err}");
+    }
+
+    #[test]
     fn wrong_type_is_named() {
         let err = load("[token]\nvalidity_secs = \"soon\"\n").unwrap_err();
         assert!(err.to_string().contains("token.validity_secs"), "{err}");

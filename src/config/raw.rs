@@ -101,6 +101,20 @@ pub enum AccessLogFormat {
     Json,
 }
 
+/// `password.hash_priority`: how the hashing threads yield the CPU to the proxy.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HashPriority {
+    /// Linux's `SCHED_IDLE`: hashing runs only on CPU time nothing else wants. Proxied traffic
+    /// keeps its latency through a sign-in storm, but while the machine is saturated (by the
+    /// proxy or by anything else) no check runs, and sign-ins get 503 after 3 s.
+    #[default]
+    Idle,
+    /// Nice 10: hashing gets about a tenth of a busy core's time against the proxy's workers,
+    /// so sign-ins always progress, at some cost to proxied latency during a storm.
+    Low,
+}
+
 /// What happens to request headers whose name contains `_` (nginx: `underscores_in_headers`).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -272,6 +286,8 @@ pub struct RawPassword {
     pub max_concurrent_hashes: usize,
     /// Checks waiting for a hashing thread; past it, sign-ins get 503 at once.
     pub max_queued_hashes: usize,
+    /// The hashing threads' CPU priority.
+    pub hash_priority: HashPriority,
     /// Shortest password accepted by register and change-password.
     pub min_length: usize,
 }
@@ -281,6 +297,7 @@ impl Default for RawPassword {
         RawPassword {
             max_concurrent_hashes: 0,
             max_queued_hashes: 32,
+            hash_priority: HashPriority::Idle,
             min_length: 12,
         }
     }

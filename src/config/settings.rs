@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::model::AccountType;
 
-pub use super::raw::{AccessLogFormat, UnderscoreHeaders};
+pub use super::raw::{AccessLogFormat, HashPriority, UnderscoreHeaders};
 
 /// A secret shorter than this is refused: HS256 needs at least 256 bits of key.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -208,6 +208,7 @@ pub struct PasswordSettings {
     /// Hashing threads (resolved: never 0).
     pub max_concurrent_hashes: usize,
     pub max_queued_hashes: usize,
+    pub hash_priority: HashPriority,
     pub min_length: usize,
 }
 

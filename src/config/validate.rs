@@ -374,6 +374,7 @@ fn password(v: &Validator<'_>, p: &raw::RawPassword) -> Result<PasswordSettings,
             0 => return Err(v.err("password.max_queued_hashes", "must be at least 1")),
             n => n,
         },
+        hash_priority: p.hash_priority,
         min_length: match p.min_length {
             n if (1..=MAX_PASSWORD_CHARS).contains(&n) => n,
             _ => {
