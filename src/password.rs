@@ -31,9 +31,10 @@ pub enum PasswordError {
     Hash(argon2::password_hash::Error),
 }
 
-/// Where `SCHED_IDLE` cannot be had, how much less the hashing threads get than the proxy's
-/// when both want a CPU: nice 10 is about a tenth of a nice-0 thread's share.
-const HASHING_NICE: i32 = 10;
+/// The niceness of `HashPriority::Low` hashing threads, and of `Idle` ones where `SCHED_IDLE`
+/// cannot be had: nice 19, the lowest, weighs 15 against a nice-0 proxy worker's 1024, so a
+/// busy core gives hashing about 1.5 % of its time, never nothing.
+const HASHING_NICE: i32 = 19;
 
 /// Longest a check may wait for a hashing thread, queue included: past it the caller gets
 /// `Busy` (503), so a machine whose CPUs the proxy keeps busy answers sign-ins rather than
@@ -291,8 +292,9 @@ fn spawn_pool(
 }
 
 /// Give the calling thread a lower CPU priority than the proxy's: with `Idle`, `SCHED_IDLE`
-/// (it runs only on CPU time nothing else wants) and nice 10 where that is refused; with `Low`,
-/// nice 10. Both are per thread on Linux, and lowering one's own priority needs no privilege.
+/// (it runs only on CPU time nothing else wants) and `HASHING_NICE` where that is refused; with
+/// `Low`, `HASHING_NICE`. Both are per thread on Linux, and lowering one's own priority needs no
+/// privilege.
 fn lower_priority(priority: HashPriority) {
     #[cfg(target_os = "linux")]
     {
@@ -439,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn low_priority_hashing_runs_at_nice_10_not_sched_idle() {
+    fn low_priority_hashing_runs_at_nice_19_not_sched_idle() {
         let p = Passwords::new(1, 1, HashPriority::Low, []);
         let (policy, nice) = hashing_thread_priority(&p);
         assert_eq!((policy, nice), (libc::SCHED_OTHER, HASHING_NICE));

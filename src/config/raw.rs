@@ -108,10 +108,10 @@ pub enum HashPriority {
     /// Linux's `SCHED_IDLE`: hashing runs only on CPU time nothing else wants. Proxied traffic
     /// keeps its latency through a sign-in storm, but while the machine is saturated (by the
     /// proxy or by anything else) no check runs, and sign-ins get 503 after 3 s.
-    #[default]
     Idle,
-    /// Nice 10: hashing gets about a tenth of a busy core's time against the proxy's workers,
-    /// so sign-ins always progress, at some cost to proxied latency during a storm.
+    /// Nice 19, the lowest: hashing runs freely on spare CPU time, and a saturated core still
+    /// gives it about 1.5 % of its time against the proxy's workers, so sign-ins never starve.
+    #[default]
     Low,
 }
 
@@ -297,7 +297,7 @@ impl Default for RawPassword {
         RawPassword {
             max_concurrent_hashes: 0,
             max_queued_hashes: 32,
-            hash_priority: HashPriority::Idle,
+            hash_priority: HashPriority::Low,
             min_length: 12,
         }
     }
