@@ -29,5 +29,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod trace;
+pub mod ufo;
 pub mod upstream;
 pub mod views;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::ufo::Ufo;
 use dashmap::DashMap;
-use tinyufo::TinyUfo;
 
 use async_trait::async_trait;
 
@@ -51,9 +51,9 @@ pub struct Cache {
     user_epochs: DashMap<String, u64>,
     ttl: Duration,
     hasher: foldhash::fast::RandomState,
-    sessions: TinyUfo<u64, Entry<Session>>,
-    users: TinyUfo<u64, Entry<Arc<User>>>,
-    orgs: TinyUfo<u64, Entry<Arc<Org>>>,
+    sessions: Ufo<u64, Entry<Session>>,
+    users: Ufo<u64, Entry<Arc<User>>>,
+    orgs: Ufo<u64, Entry<Arc<Org>>>,
 }
 
 /// A change announced on the events channel.
@@ -106,9 +106,9 @@ impl Cache {
             user_epochs: DashMap::new(),
             ttl,
             hasher: foldhash::fast::RandomState::default(),
-            sessions: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
-            users: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
-            orgs: TinyUfo::new(MAX_ENTRIES, MAX_ENTRIES),
+            sessions: Ufo::new(MAX_ENTRIES),
+            users: Ufo::new(MAX_ENTRIES),
+            orgs: Ufo::new(MAX_ENTRIES),
         }
     }
 
@@ -132,7 +132,7 @@ impl Cache {
     /// The entry for `id`, if it is the right one and still current.
     fn get<T: Clone + Send + Sync + 'static>(
         &self,
-        map: &TinyUfo<u64, Entry<T>>,
+        map: &Ufo<u64, Entry<T>>,
         id: &str,
     ) -> Option<Entry<T>> {
         if !self.on() {
@@ -147,7 +147,7 @@ impl Cache {
 
     fn put<T: Clone + Send + Sync + 'static>(
         &self,
-        map: &TinyUfo<u64, Entry<T>>,
+        map: &Ufo<u64, Entry<T>>,
         generation: u64,
         id: &str,
         value: T,
@@ -164,10 +164,10 @@ impl Cache {
             user_epoch,
         };
         let key = self.key(id);
-        map.put(key, entry, 1);
+        map.put(key, entry);
         // A change that raced with the insert wins: drop what may be stale.
         if generation != self.generation() {
-            map.remove(&key);
+            map.remove(key);
         }
     }
 
@@ -185,7 +185,7 @@ impl Cache {
 
     pub fn forget_session(&self, id: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.sessions.remove(&self.key(id));
+        self.sessions.remove(self.key(id));
     }
 
     pub fn user(&self, id: &str) -> Option<Arc<User>> {
@@ -213,16 +213,16 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         match event {
             Event::SessionRevoked(id) => {
-                self.sessions.remove(&self.key(id));
+                self.sessions.remove(self.key(id));
             }
             Event::UserSessionsRevoked(user) => {
                 *self.user_epochs.entry(user.to_owned()).or_insert(0) += 1;
             }
             Event::UserChanged(user) => {
-                self.users.remove(&self.key(user));
+                self.users.remove(self.key(user));
             }
             Event::OrgChanged(org) => {
-                self.orgs.remove(&self.key(org));
+                self.orgs.remove(self.key(org));
             }
             Event::Everything => self.clear(),
             Event::NotBefore(_) => {}

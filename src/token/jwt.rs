@@ -12,11 +12,11 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::ufo::Ufo;
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use tinyufo::TinyUfo;
 
 use crate::config::TokenKey;
 use crate::model::{AccountType, User};
@@ -126,7 +126,7 @@ pub struct JwtKeys {
     by_kid: Vec<(String, DecodingKey)>,
     header: Header,
     validation: Validation,
-    verified: TinyUfo<u64, Arc<Remembered>>,
+    verified: Ufo<u64, Arc<Remembered>>,
     /// Keyed per process, so which tokens share a slot cannot be planned from outside.
     hasher: foldhash::fast::RandomState,
 }
@@ -162,7 +162,7 @@ impl JwtKeys {
                 .collect(),
             header,
             validation,
-            verified: TinyUfo::new(MAX_CACHED_TOKENS, MAX_CACHED_TOKENS),
+            verified: Ufo::new(MAX_CACHED_TOKENS),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
@@ -176,7 +176,7 @@ impl JwtKeys {
         let key = self.hasher.hash_one(token);
         if let Some(hit) = self.verified.get(&key).filter(|r| &*r.token == token) {
             if hit.verified.claims.exp <= now {
-                self.verified.remove(&key);
+                self.verified.remove(key);
                 return Err(TokenError::Expired);
             }
             return Ok(Arc::clone(&hit.verified));
@@ -188,7 +188,7 @@ impl JwtKeys {
             verified: Arc::clone(&verified),
         };
         // May be declined by the admission policy, or evict a less used token: never all.
-        self.verified.put(key, Arc::new(remembered), 1);
+        self.verified.put(key, Arc::new(remembered));
         Ok(verified)
     }
 
