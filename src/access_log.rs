@@ -62,7 +62,7 @@ fn text_line(e: &Entry<'_>) -> Vec<u8> {
     line.push_str("  INFO access: request_id=");
     line.push_str(e.request_id);
     line.push_str(" client=");
-    push_ip(&mut line, e.client_ip);
+    crate::upstream::push_ip(&mut line, e.client_ip);
     line.push_str(" method=");
     line.push_str(e.method);
     line.push_str(" uri=");
@@ -142,10 +142,6 @@ fn push_number(out: &mut String, mut n: u64) {
     out.extend(buf[at..].iter().map(|&b| char::from(b)));
 }
 
-fn push_ip(out: &mut String, ip: IpAddr) {
-    out.push_str(&crate::upstream::ip_text(ip));
-}
-
 #[derive(Serialize)]
 struct Line<'a> {
     time: &'a str,
@@ -166,7 +162,8 @@ struct Line<'a> {
 fn json_line(e: &Entry<'_>) -> Vec<u8> {
     let mut time = String::with_capacity(32);
     timestamp(&mut time, Fraction::Millis);
-    let client_ip = crate::upstream::ip_text(e.client_ip);
+    let mut client_ip = String::with_capacity(15);
+    crate::upstream::push_ip(&mut client_ip, e.client_ip);
     let line = Line {
         time: &time,
         request_id: e.request_id,

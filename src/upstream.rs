@@ -527,11 +527,18 @@ pub fn set_forwarding_headers(
 
 /// An address as text. IPv4, the common case, is written digit by digit: `Ipv4Addr`'s
 /// `Display` goes through the formatting machinery at ~1.3k instructions a call.
-pub(crate) fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
+fn ip_text(ip: IpAddr) -> String {
     let mut out = String::with_capacity(15);
+    push_ip(&mut out, ip);
+    out
+}
+
+/// `ip` appended to `out` as text, as `ip_text` writes it.
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    let IpAddr::V4(v4) = ip else {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{ip}"));
+        return;
+    };
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             out.push('.');
@@ -544,7 +551,6 @@ pub(crate) fn ip_text(ip: IpAddr) -> String {
         }
         out.push(char::from(b'0' + octet % 10));
     }
-    out
 }
 
 #[cfg(test)]
