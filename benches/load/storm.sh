@@ -7,14 +7,15 @@
 # authgate runs with its shipped defaults (conf/authgate.toml with only the addresses, the secret
 # and the upstream changed: server.threads = 0, access log on to a file,
 # password.max_concurrent_hashes = 0, i.e. one fewer hashing thread than cores and at least one,
-# at nice 10, password.max_queued_hashes = 32), in two configurations:
+# password.hash_priority = "low", i.e. nice 19, password.max_queued_hashes = 32), in two
+# configurations:
 #
 #   pinned    the gateway on core 0 (so one worker thread and one hashing thread share a core);
 #   unpinned  the gateway free on both cores (two worker threads, one hashing thread).
 #
 # and, as an experiment on the running binary (CONFIGS="pinned-idle unpinned-idle"), the same
-# with the hashing threads moved from nice 10 to the SCHED_IDLE policy (`chrt --idle`), which
-# runs them only on CPU time nothing else wants.
+# with the hashing threads moved to the SCHED_IDLE policy (`chrt --idle`), which runs them only
+# on CPU time nothing else wants: what password.hash_priority = "idle" does.
 #
 # The load runs on core 1 in both: the nginx upstream, wrk (or oha) on an authenticated proxied
 # route, and the storm generator (signin_storm.py). Every round has a quiet phase and a storm
