@@ -253,6 +253,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
         );
         let next = secs(self.limits.idle).saturating_add(1);
         let mut due = first_due;
+        // One registration with the watchdog's wake-ups for the connection's life, renewed only
+        // after it fires: a new `Notified` on every poll of the request would lock and unlock
+        // the notifier's waiter list each time the connection's task is woken.
+        let expired = watch.expired.notified();
+        tokio::pin!(expired);
         loop {
             watch.due.store(due.max(1), Ordering::Release);
             session.set_connection_user_context(Some(Box::new(Arc::clone(&watch))));
@@ -262,12 +267,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Connections<A> {
                 tokio::select! {
                     biased;
                     done = &mut request => break done,
-                    () = watch.expired.notified() => {
+                    () = &mut expired => {
                         // Dropping the request closes the connection. A wake-up that raced
                         // with the header's arrival changes nothing.
                         if watch.overdue(watches.now()) {
                             return None;
                         }
+                        expired.set(watch.expired.notified());
                     }
                 }
             };
@@ -338,14 +344,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
         });
         let serve = ServerApp::process_new(&self.inner, stream, shutdown);
         tokio::pin!(serve);
+        let expired = watch.expired.notified();
+        tokio::pin!(expired);
         loop {
             tokio::select! {
                 biased;
                 done = &mut serve => return done,
-                () = watch.expired.notified() => {
+                () = &mut expired => {
                     if watch.overdue(watches.now()) {
                         return None;
                     }
+                    expired.set(watch.expired.notified());
                 }
             }
         }
