@@ -18,12 +18,17 @@ use super::{
 use crate::model::{Challenge, IdentityLink, Org, PendingLogin, Session, User};
 use crate::revocation::Revocations;
 
+/// The hasher of the maps every proxied request reads, whose keys the gateway made (user,
+/// organization and session ids): randomly seeded, and several times cheaper than SipHash. Maps
+/// keyed by what clients choose (emails, SSO subjects) keep the standard library's.
+type ServerKeys = foldhash::fast::RandomState;
+
 /// Users and organizations, indexed for the lookups the request path makes.
 #[derive(Default)]
 struct Directory {
-    users_by_id: HashMap<String, Arc<User>>,
+    users_by_id: HashMap<String, Arc<User>, ServerKeys>,
     ids_by_email: HashMap<String, String>,
-    orgs: HashMap<String, Arc<Org>>,
+    orgs: HashMap<String, Arc<Org>, ServerKeys>,
     /// `(issuer, subject)` -> user id.
     ids_by_identity: HashMap<(String, String), String>,
 }
@@ -293,7 +298,7 @@ impl LoginStore for MemoryLogins {
 
 #[derive(Default)]
 pub struct MemorySessions {
-    sessions: DashMap<String, Session>,
+    sessions: DashMap<String, Session, ServerKeys>,
 }
 
 impl MemorySessions {
