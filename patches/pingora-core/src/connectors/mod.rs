@@ -30,17 +30,19 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
-use parking_lot::RwLock;
+use log::{debug, warn};
+use parking_lot::{Mutex as SyncMutex, RwLock};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
+use tokio::io::AsyncRead;
+use tokio::sync::{oneshot, Notify};
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -170,7 +172,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<IdleSlot>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -261,47 +263,35 @@ impl TransportConnector {
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
         match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
+            Some(slot) => {
                 debug!("find reusable stream, trying to acquire it");
+                // The idle watcher holds the slot only while it polls the stream, so the stream
+                // is taken at once; an empty slot is a connection its watcher just closed.
+                let mut stream = slot.lock().take()?;
+                // test_reusable_stream: we assume server would never actively send data
+                // first on an idle stream.
+                #[cfg(unix)]
+                if stream_matches_peer(&stream, peer)
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                 {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if stream_matches_peer(&stream, peer)
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
+                    Some(stream)
+                } else {
+                    None
+                }
+                #[cfg(windows)]
+                {
+                    use std::os::windows::io::{AsRawSocket, RawSocket};
+                    struct WrappedRawSocket(RawSocket);
+                    impl AsRawSocket for WrappedRawSocket {
+                        fn as_raw_socket(&self) -> RawSocket {
+                            self.0
                         }
                     }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
+                    if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+                        && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                    {
+                        Some(stream)
+                    } else {
                         None
                     }
                 }
@@ -332,23 +322,22 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
+        let slot: IdleSlot = Arc::new(SyncMutex::new(Some(stream)));
+        let (notify_close, watch_use) = self.connection_pool.put(&meta, slot.clone());
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         let rt = pingora_runtime::current_handle();
         rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
+            if idle_watch(
+                &pool,
+                slot,
+                &idle_meta.connection,
+                idle_timeout,
+                notify_close,
+                watch_use,
+            )
+            .await
             {
                 if let Some(callback) = keepalive_pool_callback {
                     callback(idle_meta.elapsed());
@@ -395,6 +384,83 @@ impl TransportConnector {
     pub fn unexpected_data_connection_counter(&self) -> Arc<AtomicU64> {
         self.unexpected_data_conn_count.clone()
     }
+}
+
+/// A pooled connection's stream, shared by the pool and the connection's idle watcher.
+///
+/// The watcher locks the slot only while it polls the stream (never across an `.await`), so
+/// [TransportConnector::reused_stream] takes the stream out at once instead of waiting for the
+/// watcher's task to be scheduled and let go of it. The slot is empty once the stream has been
+/// taken for reuse, or closed by its watcher.
+type IdleSlot = Arc<SyncMutex<Option<Stream>>>;
+
+/// Watch an idle pooled connection until it is picked up (returns `false`), evicted from the
+/// pool (`true`), or closed by the server, sent unexpected data or idle for `timeout`
+/// (removed from the pool and closed; `false`). The same outcomes as
+/// [ConnectionPool::idle_poll], for a stream kept in an [IdleSlot].
+async fn idle_watch(
+    pool: &ConnectionPool<IdleSlot>,
+    slot: IdleSlot,
+    meta: &ConnectionMeta,
+    timeout: Option<Duration>,
+    notify_evicted: Arc<Notify>,
+    watch_use: oneshot::Receiver<bool>,
+) -> bool {
+    let evicted = notify_evicted.notified();
+    tokio::pin!(evicted);
+    let read = read_idle(&slot);
+    let read_result = tokio::select! {
+        biased;
+        event = watch_use => {
+            return match event {
+                Ok(_) => {
+                    debug!("idle connection is being picked up");
+                    false
+                }
+                Err(_) => evicted.now_or_never().is_some(),
+            };
+        },
+        _ = &mut evicted => {
+            debug!("idle connection is being evicted");
+            return true
+        },
+        read_result = async {
+            match timeout {
+                Some(d) => pingora_timeout::timeout(d, read).await.unwrap_or_else(|_| {
+                    debug!("keepalive timeout {d:?} reached");
+                    Ok(0)
+                }),
+                None => read.await,
+            }
+        } => read_result
+    };
+    match read_result {
+        Ok(n) if n > 0 => warn!("Data received on idle client connection, close it"),
+        Ok(_) => debug!("Peer closed the idle connection or timeout"),
+        Err(e) => debug!("error with the idle connection, close it {e:?}"),
+    }
+    // Closed here rather than when the last reference goes: the pool may still hold the slot.
+    drop(slot.lock().take());
+    pool.pop_closed(meta);
+    false
+}
+
+/// Read one byte from the stream in `slot`, holding the slot only for each poll. An empty slot
+/// (the stream was taken for reuse) reads as end of stream.
+fn read_idle(
+    slot: &SyncMutex<Option<Stream>>,
+) -> impl Future<Output = std::io::Result<usize>> + '_ {
+    let mut byte = [0u8; 1];
+    std::future::poll_fn(move |cx| {
+        let mut guard = slot.lock();
+        let Some(stream) = guard.as_mut() else {
+            return std::task::Poll::Ready(Ok(0));
+        };
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        std::pin::Pin::new(stream)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| buf.filled().len())
+    })
 }
 
 // Perform the actual L4 and tls connection steps while respecting the peer's
@@ -656,6 +722,50 @@ mod tests {
         assert!(!reused);
         let recorded = stream.get_socket_digest().unwrap().peer_addr().cloned();
         assert_eq!(recorded.as_ref(), Some(other_peer.address()));
+    }
+
+    #[tokio::test]
+    #[cfg(unix)]
+    async fn test_reuse_does_not_wait_for_idle_watcher() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let connector = TransportConnector::new(None);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        // The idle watcher starts watching the pooled connection.
+        tokio::task::yield_now().await;
+        // The connection is handed over within one poll, without a turn of the watcher's task.
+        let reused = connector.reused_stream(&peer).now_or_never();
+        assert!(matches!(reused, Some(Some(_))));
+    }
+
+    #[tokio::test]
+    #[cfg(unix)]
+    async fn test_idle_watcher_closes_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let connector = TransportConnector::new(None);
+        let deadline = Duration::from_secs(10);
+        let mut byte = [0u8; 1];
+
+        // Unexpected data on an idle connection: the watcher closes it.
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        server_side.write_all(b"x").await.unwrap();
+        let read = tokio::time::timeout(deadline, server_side.read(&mut byte)).await;
+        assert_eq!(read.unwrap().unwrap(), 0);
+        assert!(connector.reused_stream(&peer).await.is_none());
+
+        // Idle for longer than its timeout: closed too.
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        let idle_timeout = Some(Duration::from_millis(50));
+        connector.release_stream(stream, peer.reuse_hash(), idle_timeout);
+        let read = tokio::time::timeout(deadline, server_side.read(&mut byte)).await;
+        assert_eq!(read.unwrap().unwrap(), 0);
+        assert!(connector.reused_stream(&peer).await.is_none());
     }
 
     #[tokio::test]
