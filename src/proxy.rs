@@ -157,7 +157,14 @@ impl ProxyHttp for Gateway {
         ctx.live = Some(live);
 
         match outcome {
-            Ok(None) => Ok(false),
+            Ok(None) => {
+                // Header names go upstream in canonical form (standard names title-cased,
+                // others lower-case), as HAProxy and Envoy send them: names are
+                // case-insensitive, and not keeping the client's spelling spares a second
+                // header map in every copy and change of the request.
+                session.req_header_mut().drop_header_case();
+                Ok(false)
+            }
             Ok(Some(reply)) => {
                 let body = serde_json::to_vec(&reply.body).unwrap_or_default();
                 ctx.answered = Some(reply.status.as_u16());
@@ -251,6 +258,8 @@ impl ProxyHttp for Gateway {
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(());
         }
+        // Header names go to the client in canonical form too (see `request_filter`).
+        upstream_response.drop_header_case();
         if let (Some(sent), Some(route)) = (ctx.rec.upstream_sent.take(), ctx.route()) {
             route.upstream.latency.observe(sent.elapsed());
         }

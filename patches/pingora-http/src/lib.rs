@@ -273,6 +273,16 @@ impl RequestHeader {
         self.header_name_map.is_some()
     }
 
+    /// Stop preserving the case of header names: drop the record of each name's original case.
+    ///
+    /// From then on every change touches one map instead of two, clones copy one, and the
+    /// header is written to HTTP/1 as one built with [Self::build_no_case()] is: standard names
+    /// title-cased, others in lower case. For a proxy that does not need to reproduce its
+    /// client's header case upstream, as HTTP/2 never does.
+    pub fn drop_header_case(&mut self) {
+        self.header_name_map = None;
+    }
+
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
@@ -639,6 +649,11 @@ impl ResponseHeader {
     /// Returns true if the response has case-sensitive headers.
     pub fn has_case(&self) -> bool {
         self.header_name_map.is_some()
+    }
+
+    /// Stop preserving the case of header names, as [RequestHeader::drop_header_case()] does.
+    pub fn drop_header_case(&mut self) {
+        self.header_name_map = None;
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
@@ -1121,6 +1136,36 @@ mod tests {
         let mut no_case = RequestHeader::build_no_case("GET", b"/", None).unwrap();
         no_case.try_reserve_headers(32).unwrap();
         assert!(no_case.headers.capacity() >= 32);
+    }
+
+    #[test]
+    fn test_drop_header_case() {
+        let mut req = RequestHeader::build("GET", b"/a?b=c", None).unwrap();
+        req.append_header("HOST", "example.com").unwrap();
+        req.append_header("X-Custom-Field", "1").unwrap();
+        req.append_header("x-custom-field", "2").unwrap();
+        req.drop_header_case();
+        assert!(!req.has_case());
+        req.insert_header("X-Added", "3").unwrap();
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            buf,
+            b"Host: example.com\r\nx-custom-field: 1\r\nx-custom-field: 2\r\nx-added: 3\r\n"
+        );
+        assert_eq!(req.raw_path(), b"/a?b=c");
+        assert_eq!(req.headers.get_all("x-custom-field").iter().count(), 2);
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.set_reason_phrase(Some("Fine")).unwrap();
+        resp.append_header("Content-TYPE", "text/plain").unwrap();
+        resp.append_header("X-Powered-By", "x").unwrap();
+        resp.drop_header_case();
+        assert!(!resp.has_case());
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"Content-Type: text/plain\r\nx-powered-by: x\r\n");
+        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
     }
 
     #[test]
