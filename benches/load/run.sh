@@ -3,12 +3,14 @@
 # HAProxy jwt_verify, plain nginx proxy_pass and a bare Pingora pass-through, all in front of the
 # same nginx upstream, all driven by the same wrk run.
 #
-#   benches/load/run.sh                 # DURATION=8 ROUNDS=4 CONNECTIONS=32 by default
+#   benches/load/run.sh                 # DURATION=3 ROUNDS=12 WARMUP=1 CONNECTIONS=32 by default
 #   DURATION=20 CONNECTIONS=64 benches/load/run.sh
 #
 # The headline figure is the server's CPU time per request, user and system apart: utime and
 # stime of every thread of every process of the system, from /proc, around the measured run,
-# divided by the requests wrk completed. Throughput stands beside it. Each system under test is
+# divided by the requests wrk completed. Throughput stands beside it. Ratios of two systems are given
+# twice: of their medians, and paired (the median over the rounds of the two systems' ratio within
+# each round, which a slow spell of the VM moves less). Each system under test is
 # pinned to core SUT_CPU (0); wrk, the upstream and Redis share core LOAD_CPU (1). That core's
 # busy time is read from /proc/stat during every run: at LOAD_BUSY_WARN (95) % or more the load
 # side was saturated, throughput then measures wrk as much as the server, and the script says so.
@@ -33,9 +35,15 @@ MODE=throughput
 [ "${1:-}" = --latency ] && MODE=latency
 RATE=${RATE:-10000}
 
-DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-4}          # each system is measured this often, interleaved; medians are reported
-WARMUP=${WARMUP:-2}
+# Many short rounds rather than a few long ones: a shared VM has slow spells of tens of seconds,
+# and the finer the interleaving, the more evenly they fall on every system. A fixed-rate run
+# needs longer ones for its p99.9.
+if [ "$MODE" = latency ]; then
+  DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; WARMUP=${WARMUP:-2}
+else
+  DURATION=${DURATION:-3}; ROUNDS=${ROUNDS:-12}; WARMUP=${WARMUP:-1}
+fi
+# ROUNDS: each system is measured this often, interleaved; medians are reported.
 CONNECTIONS=${CONNECTIONS:-32}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -314,12 +322,19 @@ awk -F'\t' -v nrounds="$ROUNDS" -v sat="$SATURATED" -v warn="$LOAD_BUSY_WARN" -v
     return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
   }
   function lat(u) { return (u >= 1000) ? sprintf("%.2fms", u / 1000) : sprintf("%.0fus", u) }
-  function ratio(a, b) { if (a && b) printf "| %s / %s | %.2f | %.2f |\n", name[a], name[b], us[a] / us[b], rps[a] / rps[b] }
+  # The ratio of two systems within each round, then the median of those: a slow spell of the
+  # VM that spans a round moves both systems of a pair, where it moves one median alone.
+  function paired(a, b,    k, list) {
+    list = ""
+    for (k = 0; k < nrounds; k++) if (((a, k) in cpu) && ((b, k) in cpu)) list = list sprintf(" %.5f", cpu[a, k] / cpu[b, k])
+    return median(list)
+  }
+  function ratio(a, b) { if (a && b) printf "| %s / %s | %.2f | %.2f | %.2f |\n", name[a], name[b], us[a] / us[b], paired(a, b), rps[a] / rps[b] }
   !($1 in idx) { n++; idx[$1] = n; name[n] = $1 }
   { i = idx[$1]; R[i] = R[i] " " $2; P50[i] = P50[i] " " usec($3); P99[i] = P99[i] " " usec($4)
     U[i] = U[i] " " $5; S[i] = S[i] " " $6; T[i] = T[i] " " ($5 + $6); L[i] = L[i] " " $7; SB[i] = SB[i] " " $8; ST[i] = ST[i] " " $9; FW[i] = FW[i] " " $11
     if ($7 >= warn) hot[i]++
-    rr[i, $10] = $2 }
+    rr[i, $10] = $2; cpu[i, $10] = $5 + $6 }
   END {
     for (i = 1; i <= n; i++) { rps[i] = median(R[i]); p50[i] = median(P50[i]); p99[i] = median(P99[i])
       us[i] = median(T[i]); u[i] = median(U[i]); s[i] = median(S[i]); load[i] = median(L[i]); sutb[i] = median(SB[i]); steal[i] = median(ST[i]); fw[i] = median(FW[i]) }
@@ -328,8 +343,8 @@ awk -F'\t' -v nrounds="$ROUNDS" -v sat="$SATURATED" -v warn="$LOAD_BUSY_WARN" -v
     for (i = 1; i <= n; i++) printf "| %-18s | %11.1f | %5.1f | %5.1f | %8.0f | %8s | %8s | %13.0f%% | %12.0f%% | %9.0f%% |\n", name[i], us[i], u[i], s[i], rps[i], lat(p50[i]), lat(p99[i]), load[i], sutb[i], fw[i]
     t = idx["authgate tuned"]; d = idx["authgate defaults"]; r = idx["authgate redis"]; h = idx["haproxy jwt_verify"]; b = idx["bare pingora"]; x = idx["nginx proxy_pass"]; z0 = idx["authgate baseline"]
     print ""
-    print "| ratio | CPU per request | throughput |"
-    print "|---|---|---|"
+    print "| ratio | CPU per request | CPU per request, paired by round | throughput |"
+    print "|---|---|---|---|"
     ratio(d, t); ratio(t, h); ratio(t, b); ratio(t, x); ratio(r, t); ratio(t, z0); ratio(z0, h); ratio(z0, b)
     if (d && t) {
       line = ""
