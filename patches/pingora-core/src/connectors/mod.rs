@@ -445,8 +445,12 @@ async fn idle_watch(
     false
 }
 
-/// Read one byte from the stream in `slot`, holding the slot only for each poll. An empty slot
-/// (the stream was taken for reuse) reads as end of stream.
+/// Read one byte from the stream in `slot`, holding the slot only for each poll.
+///
+/// An empty slot means the stream was taken for reuse, which happens only after the pool's
+/// pick-up signal was sent: the read stays pending, and that signal (already sent, or about to
+/// wake the watcher) ends the watch. Reading it as a closed stream would have the watcher remove
+/// the connection's entry from the pool, where the same connection may be back by then.
 fn read_idle(
     slot: &SyncMutex<Option<Stream>>,
 ) -> impl Future<Output = std::io::Result<usize>> + '_ {
@@ -454,7 +458,7 @@ fn read_idle(
     std::future::poll_fn(move |cx| {
         let mut guard = slot.lock();
         let Some(stream) = guard.as_mut() else {
-            return std::task::Poll::Ready(Ok(0));
+            return std::task::Poll::Pending;
         };
         let mut buf = tokio::io::ReadBuf::new(&mut byte);
         std::pin::Pin::new(stream)
