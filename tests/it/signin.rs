@@ -85,39 +85,46 @@ async fn unknown_email_and_wrong_passwords_under_argon2id_and_bcrypt_look_the_sa
     for email in kinds {
         post_json(&url, json!({"email": email, "password": "nope"})).await;
     }
-    let mut times: [Vec<f64>; 3] = Default::default();
     let mut bodies = std::collections::HashSet::new();
-    // Interleaved, so that whatever else the machine does weighs on every kind alike.
-    for _ in 0..15 {
-        for (i, email) in kinds.iter().enumerate() {
-            let t = Instant::now();
-            let a = post_json(&url, json!({"email": email, "password": "not-it"})).await;
-            times[i].push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_error(
-                &a,
-                401,
-                "Invalid email or password",
-                "Invalid email or password",
-            );
-            bodies.insert(a.text);
+    // A leak is systematic: every measurement shows it. Other work on a busy machine (hashing
+    // runs at nice 19) only blurs one now and then, so the kinds must look alike in one of up to
+    // three measurements.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut times: [Vec<f64>; 3] = Default::default();
+        // Interleaved, so that whatever else the machine does weighs on every kind alike.
+        for _ in 0..15 {
+            for (i, email) in kinds.iter().enumerate() {
+                let t = Instant::now();
+                let a = post_json(&url, json!({"email": email, "password": "not-it"})).await;
+                times[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                assert_error(
+                    &a,
+                    401,
+                    "Invalid email or password",
+                    "Invalid email or password",
+                );
+                bodies.insert(a.text);
+            }
         }
+        assert_eq!(bodies.len(), 1, "identical bodies: {bodies:?}");
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                v[v.len() / 2]
+            })
+            .collect();
+        let (lo, hi) = medians
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
+        eprintln!("median ms for argon2id, bcrypt, unknown: {medians:?}");
+        if hi - lo < (hi * 0.15).max(10.0) {
+            return;
+        }
+        seen.push(medians);
     }
-    assert_eq!(bodies.len(), 1, "identical bodies: {bodies:?}");
-    let medians: Vec<f64> = times
-        .iter_mut()
-        .map(|v| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        })
-        .collect();
-    let (lo, hi) = medians
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
-    eprintln!("median ms for argon2id, bcrypt, unknown: {medians:?}");
-    assert!(
-        hi - lo < (hi * 0.15).max(10.0),
-        "median ms for argon2id, bcrypt, unknown: {medians:?}"
-    );
+    panic!("median ms for argon2id, bcrypt, unknown, in each measurement: {seen:?}");
 }
 
 #[tokio::test]
