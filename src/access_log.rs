@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::AccessLogFormat;
@@ -46,23 +46,39 @@ pub struct Entry<'a> {
 }
 
 pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
-    let line = match format {
-        AccessLogFormat::Text => text_line(entry),
-        AccessLogFormat::Json => json_line(entry),
-    };
-    enqueue(&line);
+    match format {
+        AccessLogFormat::Text => {
+            // Formatted into the thread's own buffer, so a line costs no allocation.
+            thread_local! {
+                static LINE: std::cell::RefCell<String> =
+                    const { std::cell::RefCell::new(String::new()) };
+            }
+            LINE.with(|line| match line.try_borrow_mut() {
+                Ok(mut line) => {
+                    line.clear();
+                    text_line(entry, &mut line);
+                    enqueue(line.as_bytes());
+                }
+                Err(_) => {
+                    let mut line = String::with_capacity(256);
+                    text_line(entry, &mut line);
+                    enqueue(line.as_bytes());
+                }
+            });
+        }
+        AccessLogFormat::Json => enqueue(&json_line(entry)),
+    }
 }
 
 /// `2026-12-01T10:15:02.113205Z  INFO access: request_id=... client=... method=GET uri=/x
 /// status=200 user=... ms=3 upstream=... error=-`, shaped like the gateway's other log lines.
 /// Built by appending, without the formatting machinery: the line is written for every request.
-fn text_line(e: &Entry<'_>) -> Vec<u8> {
-    let mut line = String::with_capacity(256);
-    timestamp(&mut line, Fraction::Micros);
+fn text_line(e: &Entry<'_>, line: &mut String) {
+    timestamp(line, Fraction::Micros);
     line.push_str("  INFO access: request_id=");
     line.push_str(e.request_id);
     line.push_str(" client=");
-    crate::upstream::push_ip(&mut line, e.client_ip);
+    crate::upstream::push_ip(line, e.client_ip);
     line.push_str(" method=");
     line.push_str(e.method);
     line.push_str(" uri=");
@@ -70,12 +86,12 @@ fn text_line(e: &Entry<'_>) -> Vec<u8> {
     line.push_str(" route=");
     line.push_str(e.route.unwrap_or("-"));
     line.push_str(" status=");
-    push_number(&mut line, u64::from(e.status));
+    push_number(line, u64::from(e.status));
     line.push_str(" user=");
     line.push_str(e.user_id.unwrap_or("-"));
     line.push_str(" ms=");
     push_number(
-        &mut line,
+        line,
         u64::try_from(e.latency.as_millis()).unwrap_or(u64::MAX),
     );
     line.push_str(" upstream=");
@@ -83,7 +99,6 @@ fn text_line(e: &Entry<'_>) -> Vec<u8> {
     line.push_str(" error=");
     line.push_str(e.error.unwrap_or("-"));
     line.push('\n');
-    line.into_bytes()
 }
 
 #[derive(Clone, Copy)]
@@ -94,24 +109,29 @@ enum Fraction {
 
 /// The time now as RFC 3339 in UTC (`2026-12-01T10:15:02.113205Z`), as chrono's
 /// `to_rfc3339_opts(.., true)` writes it. The part up to the second is formatted once a second
-/// per thread; each line appends only its fraction.
+/// per thread, from the seconds since the epoch, with no calendar arithmetic per line; each line
+/// appends only its fraction.
 fn timestamp(out: &mut String, fraction: Fraction) {
     thread_local! {
-        static SECOND: std::cell::RefCell<(i64, String)> =
-            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
-    let now = Utc::now();
-    let secs = now.timestamp();
-    SECOND.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != secs {
-            cached.1.clear();
-            let _ = write!(cached.1, "{}", now.format("%Y-%m-%dT%H:%M:%S"));
-            cached.0 = secs;
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = since_epoch.as_secs();
+    SECOND.with(|cached| match cached.try_borrow_mut() {
+        Ok(mut cached) => {
+            if cached.0 != secs {
+                cached.1.clear();
+                push_second(&mut cached.1, secs);
+                cached.0 = secs;
+            }
+            out.push_str(&cached.1);
         }
-        out.push_str(&cached.1);
+        Err(_) => push_second(out, secs),
     });
-    let nanos = now.timestamp_subsec_nanos().min(999_999_999);
+    let nanos = since_epoch.subsec_nanos().min(999_999_999);
     let (value, digits) = match fraction {
         Fraction::Millis => (nanos / 1_000_000, 3),
         Fraction::Micros => (nanos / 1_000, 6),
@@ -125,6 +145,15 @@ fn timestamp(out: &mut String, fraction: Fraction) {
     }
     out.extend(buf[..digits].iter().map(|&b| char::from(b)));
     out.push('Z');
+}
+
+/// `2026-12-01T10:15:02`, the UTC second `secs` seconds after the epoch.
+fn push_second(out: &mut String, secs: u64) {
+    let second = i64::try_from(secs)
+        .ok()
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+        .unwrap_or_default();
+    let _ = write!(out, "{}", second.format("%Y-%m-%dT%H:%M:%S"));
 }
 
 /// A number in decimal, without the formatting machinery.
@@ -286,20 +315,23 @@ mod tests {
 
     #[test]
     fn a_text_line_is_one_line_with_every_field() {
-        let line = String::from_utf8(text_line(&Entry {
-            request_id: "r1",
-            trace_id: "t",
-            client_ip: "192.0.2.1".parse().unwrap(),
-            method: "GET",
-            path: "/a?token=REDACTED",
-            route: Some("/"),
-            user_id: Some("u1"),
-            status: 200,
-            latency: Duration::from_millis(3),
-            upstream: Some("127.0.0.1:3000"),
-            error: None,
-        }))
-        .unwrap();
+        let mut line = String::new();
+        text_line(
+            &Entry {
+                request_id: "r1",
+                trace_id: "t",
+                client_ip: "192.0.2.1".parse().unwrap(),
+                method: "GET",
+                path: "/a?token=REDACTED",
+                route: Some("/"),
+                user_id: Some("u1"),
+                status: 200,
+                latency: Duration::from_millis(3),
+                upstream: Some("127.0.0.1:3000"),
+                error: None,
+            },
+            &mut line,
+        );
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         assert!(line.contains("  INFO access: request_id=r1 client=192.0.2.1 method=GET uri=/a?token=REDACTED route=/ status=200 user=u1 ms=3 upstream=127.0.0.1:3000 error=-"), "{line}");
     }
