@@ -21,6 +21,8 @@ use crate::metrics::metrics;
 
 /// How often the writer empties the buffer: the longest a line waits to be written.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// The most a thread's line buffer keeps between lines.
+const KEPT_LINE_CAPACITY: usize = 4096;
 /// Past this much unwritten, lines are dropped rather than held.
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
@@ -45,29 +47,36 @@ pub struct Entry<'a> {
     pub error: Option<&'a str>,
 }
 
+thread_local! {
+    /// Text lines are formatted into the thread's own buffer, so a line costs no allocation.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
     match format {
-        AccessLogFormat::Text => {
-            // Formatted into the thread's own buffer, so a line costs no allocation.
-            thread_local! {
-                static LINE: std::cell::RefCell<String> =
-                    const { std::cell::RefCell::new(String::new()) };
-            }
-            LINE.with(|line| match line.try_borrow_mut() {
-                Ok(mut line) => {
-                    line.clear();
-                    text_line(entry, &mut line);
-                    enqueue(line.as_bytes());
-                }
-                Err(_) => {
-                    let mut line = String::with_capacity(256);
-                    text_line(entry, &mut line);
-                    enqueue(line.as_bytes());
-                }
-            });
-        }
+        AccessLogFormat::Text => with_text_line(entry, enqueue),
         AccessLogFormat::Json => enqueue(&json_line(entry)),
     }
+}
+
+/// Format the text line of `entry` into the thread's buffer and hand it to `use_line`.
+fn with_text_line(entry: &Entry<'_>, use_line: impl FnOnce(&[u8])) {
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            text_line(entry, &mut line);
+            use_line(line.as_bytes());
+            // A rare long line (a long URI) does not keep its memory for good.
+            if line.capacity() > KEPT_LINE_CAPACITY {
+                *line = String::new();
+            }
+        }
+        Err(_) => {
+            let mut line = String::with_capacity(256);
+            text_line(entry, &mut line);
+            use_line(line.as_bytes());
+        }
+    });
 }
 
 /// `2026-12-01T10:15:02.113205Z  INFO access: request_id=... client=... method=GET uri=/x
@@ -334,6 +343,34 @@ mod tests {
         );
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         assert!(line.contains("  INFO access: request_id=r1 client=192.0.2.1 method=GET uri=/a?token=REDACTED route=/ status=200 user=u1 ms=3 upstream=127.0.0.1:3000 error=-"), "{line}");
+    }
+
+    #[test]
+    fn the_line_buffer_is_reused_but_does_not_keep_a_long_line() {
+        let long_path = format!("/{}", "a".repeat(64 * 1024));
+        for (path, kept) in [("/short", true), (long_path.as_str(), false)] {
+            let mut written = 0;
+            with_text_line(
+                &Entry {
+                    request_id: "r1",
+                    trace_id: "t",
+                    client_ip: "192.0.2.1".parse().unwrap(),
+                    method: "GET",
+                    path,
+                    route: None,
+                    user_id: None,
+                    status: 200,
+                    latency: Duration::from_millis(1),
+                    upstream: None,
+                    error: None,
+                },
+                |line| written = line.len(),
+            );
+            assert!(written > path.len(), "{written}");
+            let capacity = LINE.with(|line| line.borrow().capacity());
+            assert_eq!(capacity > 0, kept, "{capacity}");
+            assert!(capacity <= KEPT_LINE_CAPACITY, "{capacity}");
+        }
     }
 
     #[test]
