@@ -273,6 +273,7 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     access_log_dropped: Counter,
+    password_rescues: Counter,
     /// The gateway's own endpoints, indexed by `Endpoint`.
     endpoints: Vec<RequestSeries>,
     no_route: RequestSeries,
@@ -385,6 +386,11 @@ impl Metrics {
             "authgate_access_log_dropped_total",
             "JSON access-log lines dropped because the log writer fell behind",
         ));
+        let password_rescues = Counter(reg.counter(
+            "authgate_password_rescues_total",
+            "Password checks run again at nice 19 because other programs kept the idle hashing \
+             threads off the CPU",
+        ));
         let series = |route: &str| RequestSeries {
             requests: StatusCounters::new(requests.clone(), route),
             duration: child(&request_duration, &[route]),
@@ -405,6 +411,7 @@ impl Metrics {
             redis_duration,
             redis_errors,
             access_log_dropped,
+            password_rescues,
             endpoints,
             no_route,
         }
@@ -450,6 +457,10 @@ impl Metrics {
 
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+
+    pub fn password_rescued(&self) {
+        self.password_rescues.inc();
     }
 
     /// The exposition text of every series, with upstream health read from `live` now (so a

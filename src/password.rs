@@ -6,9 +6,15 @@
 //! of the machine and never slows proxied traffic; when the queue is full, a sign-in is
 //! refused at once (503 with `Retry-After`) rather than waiting in an ever longer line. Each
 //! argon2id hash holds 19 MiB while it runs, so the pool also bounds memory.
+//!
+//! By default the threads run under `SCHED_IDLE`, on CPU time nothing else wants: the proxy's
+//! own traffic always comes first. So that other programs cannot starve sign-ins for ever, a
+//! check that waits while neither its threads nor the proxy got the CPU is run again on a
+//! rescue thread at nice 19, which a busy core still gives a small share.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::HashPriority;
@@ -46,9 +52,44 @@ const HASHING_SLICE_NS: u64 = 100_000;
 /// Longest a check may wait for a hashing thread, queue included: past it the caller gets
 /// `Busy` (503), so a machine whose CPUs the proxy keeps busy answers sign-ins rather than
 /// holding them.
-const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const MAX_WAIT: Duration = Duration::from_secs(3);
 
-type Job = Box<dyn FnOnce() + Send>;
+/// How often a waiting check looks at why it is still waiting. A check's own work takes tens of
+/// milliseconds; a quarter of a second without an answer means the hashing threads are queued
+/// up or kept off the CPU.
+const RESCUE_AFTER: Duration = Duration::from_millis(250);
+
+/// A hashing thread's work item. It is shared so that a check held up on a starved `SCHED_IDLE`
+/// thread can also be handed to a rescue thread: whichever run finishes first answers.
+type Job = Arc<dyn Fn() + Send + Sync>;
+
+/// One check or hash, and the caller waiting for it.
+struct Task<T> {
+    work: Box<dyn Fn() -> T + Send + Sync>,
+    /// Taken by the first run to finish, or dropped by a caller that gave up: a run that finds
+    /// it gone skips the work.
+    answer: Mutex<Option<tokio::sync::oneshot::Sender<T>>>,
+}
+
+impl<T> Task<T> {
+    fn run(&self) {
+        if lock(&self.answer).is_none() {
+            return;
+        }
+        let value = (self.work)();
+        if let Some(done) = lock(&self.answer).take() {
+            let _ = done.send(value);
+        }
+    }
+
+    fn abandon(&self) {
+        lock(&self.answer).take();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 iterations, 1 lane.
 fn argon2id() -> Argon2<'static> {
@@ -123,7 +164,9 @@ pub fn verify_blocking(password: &str, hash: &str) -> bool {
 /// account's own hash, which may be bcrypt at some cost, or argon2 with other parameters: left
 /// alone, the time of the answer tells them apart. Each check's cost is remembered per kind of
 /// hash (a moving average), and every failure is held until the slowest kind's cost, with
-/// headroom, has passed. Only failures wait; the work itself is not repeated.
+/// headroom, has passed. Only failures wait; the work itself is not repeated. The cost is the
+/// CPU time the check took, so that a check that was kept off the CPU for a while (hashing
+/// runs at a low priority) does not hold every later failure up.
 struct FailureFloor {
     costs: Mutex<HashMap<String, Duration>>,
 }
@@ -134,10 +177,7 @@ const FLOOR_HEADROOM: f64 = 1.25;
 
 impl FailureFloor {
     fn record(&self, class: &str, took: Duration) {
-        let mut costs = match self.costs.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut costs = lock(&self.costs);
         match costs.get_mut(class) {
             Some(avg) => *avg = avg.mul_f64(0.8) + took.mul_f64(0.2),
             None => {
@@ -147,11 +187,7 @@ impl FailureFloor {
     }
 
     fn floor(&self) -> Duration {
-        let costs = match self.costs.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        costs
+        lock(&self.costs)
             .values()
             .max()
             .copied()
@@ -161,8 +197,14 @@ impl FailureFloor {
 }
 
 pub struct Passwords {
-    /// The hashing threads' queue; `try_send` refuses when it is full.
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// The hashing threads, at the configured priority.
+    pool: Pool,
+    /// With `HashPriority::Idle`, one thread at `HashPriority::Low`, for checks that other
+    /// programs keep the idle threads from running.
+    rescue: Option<Pool>,
+    /// The cores the gateway may run on.
+    cores: usize,
+    max_wait: Duration,
     /// Verified against when the email is unknown, so that both failures do the same work.
     dummy_hash: Arc<str>,
     floor: Arc<FailureFloor>,
@@ -177,6 +219,16 @@ impl Passwords {
         priority: HashPriority,
         known_hashes: impl IntoIterator<Item = &'a str>,
     ) -> Passwords {
+        Passwords::with_max_wait(threads, queue, priority, known_hashes, MAX_WAIT)
+    }
+
+    fn with_max_wait<'a>(
+        threads: usize,
+        queue: usize,
+        priority: HashPriority,
+        known_hashes: impl IntoIterator<Item = &'a str>,
+        max_wait: Duration,
+    ) -> Passwords {
         let dummy_hash: Arc<str> = hash_blocking("authgate-timing-equalizer")
             .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$invalid".into())
             .into();
@@ -186,15 +238,20 @@ impl Passwords {
         let mut seen = std::collections::HashSet::new();
         let mut measure = |hash: &str| {
             if seen.insert(hash_class(hash).to_owned()) {
-                let started = Instant::now();
+                let cost = CpuCost::start();
                 verify_blocking("\u{0}not the password", hash);
-                floor.record(hash_class(hash), started.elapsed());
+                floor.record(hash_class(hash), cost.took());
             }
         };
         measure(&dummy_hash);
         known_hashes.into_iter().for_each(measure);
+        let rescue = (priority == HashPriority::Idle && cfg!(target_os = "linux"))
+            .then(|| Pool::spawn("authgate-rescue", 1, queue.max(1), HashPriority::Low));
         Passwords {
-            jobs: spawn_pool(threads.max(1), queue.max(1), priority),
+            pool: Pool::spawn("authgate-hash", threads.max(1), queue.max(1), priority),
+            rescue,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            max_wait,
             dummy_hash,
             floor,
         }
@@ -210,20 +267,20 @@ impl Passwords {
         };
         let password = password.to_owned();
         let floor = Arc::clone(&self.floor);
-        let (ok, took) = self
+        let (ok, started) = self
             .run(move || {
                 let started = Instant::now();
+                let cost = CpuCost::start();
                 let ok = verify_blocking(&password, &hash);
-                let took = started.elapsed();
-                floor.record(hash_class(&hash), took);
-                (ok, took)
+                floor.record(hash_class(&hash), cost.took());
+                (ok, started)
             })
             .await?;
         let ok = ok && known;
         if !ok {
-            // Measured from the start of the work, not of the wait for a permit: queueing
+            // Measured from the start of the work, not of the wait for a thread: queueing
             // depends on other callers, not on this account.
-            if let Some(rest) = self.floor.floor().checked_sub(took) {
+            if let Some(rest) = self.floor.floor().checked_sub(started.elapsed()) {
                 tokio::time::sleep(rest).await;
             }
         }
@@ -237,65 +294,180 @@ impl Passwords {
             .map_err(PasswordError::Hash)
     }
 
+    /// Queue `work` and wait for its answer, for `max_wait` at most. While it waits, every
+    /// `RESCUE_AFTER` it looks at where the CPU went: when the idle hashing threads got almost
+    /// none of it and this gateway's own work did not take it either, other programs are
+    /// starving them, and the work is handed to the rescue thread as well.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl Fn() -> T + Send + Sync + 'static,
     ) -> Result<T, PasswordError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let given_up = Arc::clone(&abandoned);
-        let job: Job = Box::new(move || {
-            // Nobody waits for it any more: skip the work.
-            if given_up.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
-            let _ = done.send(work());
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        let task = Arc::new(Task {
+            work: Box::new(work),
+            answer: Mutex::new(Some(done)),
         });
-        self.jobs.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => PasswordError::Busy,
-            std::sync::mpsc::TrySendError::Disconnected(_) => PasswordError::Closed,
+        let job: Job = {
+            let task = Arc::clone(&task);
+            Arc::new(move || task.run())
+        };
+        let mut last = self.rescue.as_ref().and_then(|_| self.usage());
+        self.pool.jobs.try_send(Arc::clone(&job)).map_err(|e| match e {
+            TrySendError::Full(_) => PasswordError::Busy,
+            TrySendError::Disconnected(_) => PasswordError::Closed,
         })?;
-        match tokio::time::timeout(MAX_WAIT, result).await {
-            Ok(answer) => answer.map_err(|_| PasswordError::Failed),
-            Err(_) => {
-                abandoned.store(true, std::sync::atomic::Ordering::Release);
-                Err(PasswordError::Busy)
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut rescue = self.rescue.as_ref();
+        loop {
+            let wake = match rescue {
+                Some(_) => deadline.min(tokio::time::Instant::now() + RESCUE_AFTER),
+                None => deadline,
+            };
+            if let Ok(value) = tokio::time::timeout_at(wake, &mut answer).await {
+                return value.map_err(|_| PasswordError::Failed);
             }
+            if wake >= deadline {
+                task.abandon();
+                return Err(PasswordError::Busy);
+            }
+            let now = self.usage();
+            if let (Some(pool), Some(before), Some(now)) = (rescue, last, now)
+                && now.starved_by_others(&before, self.cores)
+                && pool.jobs.try_send(Arc::clone(&job)).is_ok()
+            {
+                crate::metrics::metrics().password_rescued();
+                tracing::debug!("a password check waits on other programs: run again at nice 19");
+                rescue = None;
+            }
+            last = now;
+        }
+    }
+
+    /// CPU time used so far by the process and by its hashing threads, rescue included.
+    fn usage(&self) -> Option<Usage> {
+        let hashing = (self.pool.clocks.iter())
+            .chain(self.rescue.iter().flat_map(|r| r.clocks.iter()))
+            .map(|&clock| cpu_time(clock).unwrap_or_default())
+            .sum();
+        Some(Usage {
+            at: Instant::now(),
+            process: cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID)?,
+            hashing,
+        })
+    }
+}
+
+/// Where the CPU time went, at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    at: Instant,
+    /// The whole gateway's.
+    process: Duration,
+    /// Its hashing threads'.
+    hashing: Duration,
+}
+
+impl Usage {
+    /// Whether, since `before`, the hashing threads were starved by other programs: between them
+    /// they ran for less than a quarter of the time, and the rest of the gateway (the proxy's
+    /// workers) used less than half of the `cores` it may run on. Kept off the CPU by the
+    /// gateway's own traffic, hashing is meant to wait: proxied requests come first, and a
+    /// sign-in that waits too long gets a 503. Kept off it by other programs, it must not wait
+    /// for ever.
+    fn starved_by_others(&self, before: &Usage, cores: usize) -> bool {
+        let window = self.at.saturating_duration_since(before.at);
+        let hashing = self.hashing.saturating_sub(before.hashing);
+        let rest = self.process.saturating_sub(before.process).saturating_sub(hashing);
+        hashing < window / 4 && rest < window.mul_f64(cores as f64 / 2.0)
+    }
+}
+
+/// The CPU time a thread spends on one piece of work: what a check costs, whether or not it
+/// was preempted while it ran.
+struct CpuCost {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl CpuCost {
+    fn start() -> CpuCost {
+        CpuCost {
+            wall: Instant::now(),
+            cpu: cpu_time(libc::CLOCK_THREAD_CPUTIME_ID),
+        }
+    }
+
+    /// The thread's CPU time since `start`, or the wall time where it cannot be read.
+    fn took(&self) -> Duration {
+        match (self.cpu, cpu_time(libc::CLOCK_THREAD_CPUTIME_ID)) {
+            (Some(start), Some(now)) => now.saturating_sub(start),
+            _ => self.wall.elapsed(),
         }
     }
 }
 
-/// Start `threads` hashing threads at `priority`, sharing a queue of `queue` jobs.
-fn spawn_pool(
-    threads: usize,
-    queue: usize,
-    priority: HashPriority,
-) -> std::sync::mpsc::SyncSender<Job> {
-    let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(queue);
-    let queued = Arc::new(Mutex::new(queued));
-    for i in 0..threads {
-        let queued = Arc::clone(&queued);
-        let spawned = std::thread::Builder::new()
-            .name(format!("authgate-hash-{i}"))
-            .spawn(move || {
-                lower_priority(priority);
-                loop {
-                    let next = match queued.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(poisoned) => poisoned.into_inner().recv(),
-                    };
-                    let Ok(job) = next else {
-                        return;
-                    };
-                    // A panicking job loses its own answer, not the thread.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start a password hashing thread: {e}");
-        }
+/// The time on a CPU-time clock: the process's, the calling thread's or another thread's.
+fn cpu_time(clock: libc::clockid_t) -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a clock id and a timespec that outlives the call.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return None;
     }
-    jobs
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
+}
+
+/// Hashing threads sharing a bounded queue.
+struct Pool {
+    /// The threads' queue; `try_send` refuses when it is full.
+    jobs: SyncSender<Job>,
+    /// Each thread's CPU-time clock.
+    clocks: Vec<libc::clockid_t>,
+}
+
+impl Pool {
+    /// Start `threads` threads named `name-i` at `priority`, sharing a queue of `queue` jobs.
+    fn spawn(name: &str, threads: usize, queue: usize, priority: HashPriority) -> Pool {
+        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let queued = Arc::new(Mutex::new(queued));
+        let mut clocks = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let queued = Arc::clone(&queued);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    lower_priority(priority);
+                    loop {
+                        let Ok(job) = lock(&queued).recv() else {
+                            return;
+                        };
+                        // A panicking job loses its own answer, not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job()));
+                    }
+                });
+            match spawned {
+                Ok(thread) => clocks.extend(thread_clock(&thread)),
+                Err(e) => tracing::error!("cannot start a password hashing thread: {e}"),
+            }
+        }
+        Pool { jobs, clocks }
+    }
+}
+
+/// The CPU-time clock of a thread (which outlives the pool's use of the clock: the thread ends
+/// only once the pool's queue is dropped).
+fn thread_clock<T>(thread: &std::thread::JoinHandle<T>) -> Option<libc::clockid_t> {
+    use std::os::unix::thread::JoinHandleExt;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the handle of a thread that has not been joined or detached, and an out parameter
+    // that outlives the call.
+    let rc = unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) };
+    (rc == 0).then_some(clock)
 }
 
 /// Give the calling thread a lower CPU priority than the proxy's: with `Idle`, `SCHED_IDLE`
@@ -447,7 +619,7 @@ mod tests {
     /// The scheduling policy and niceness of a hashing thread of `p`.
     fn hashing_thread_priority(p: &Passwords) -> (i32, i32) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Arc::new(move || {
             // SAFETY: reads the calling thread's own scheduling policy and niceness.
             let (policy, nice) = unsafe {
                 let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -458,7 +630,7 @@ mod tests {
             };
             let _ = tx.send((policy, nice));
         });
-        p.jobs.try_send(job).unwrap();
+        p.pool.jobs.try_send(job).unwrap();
         rx.recv().unwrap()
     }
 
@@ -486,7 +658,7 @@ mod tests {
         }
         let p = Passwords::new(1, 1, HashPriority::Low, []);
         let (tx, rx) = std::sync::mpsc::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Arc::new(move || {
             // SAFETY: sched_attr is plain data; the kernel fills at most `size` bytes of it for
             // the calling thread (0).
             let attr = unsafe {
@@ -498,7 +670,7 @@ mod tests {
             };
             let _ = tx.send((attr.sched_policy, attr.sched_nice, attr.sched_runtime));
         });
-        p.jobs.try_send(job).unwrap();
+        p.pool.jobs.try_send(job).unwrap();
         assert_eq!(
             rx.recv().unwrap(),
             (libc::SCHED_OTHER as u32, HASHING_NICE, HASHING_SLICE_NS)
@@ -509,7 +681,7 @@ mod tests {
     fn hashing_threads_run_at_a_lower_priority() {
         let p = Passwords::new(1, 1, HashPriority::Idle, []);
         let (tx, rx) = std::sync::mpsc::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Arc::new(move || {
             // SAFETY: reads the calling thread's own scheduling policy and niceness.
             let (policy, nice) = unsafe {
                 let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -520,7 +692,7 @@ mod tests {
             };
             let _ = tx.send((policy, nice));
         });
-        p.jobs.try_send(job).unwrap();
+        p.pool.jobs.try_send(job).unwrap();
         let (policy, nice) = rx.recv().unwrap();
         assert!(
             policy == libc::SCHED_IDLE || nice == HASHING_NICE,
@@ -532,5 +704,150 @@ mod tests {
     async fn unknown_user_never_verifies() {
         let p = Passwords::new(2, 8, HashPriority::Idle, []);
         assert!(!p.verify("authgate-timing-equalizer", None).await.unwrap());
+    }
+
+    #[test]
+    fn hashing_is_starved_by_others_only_when_neither_it_nor_the_proxy_got_the_cpu() {
+        let at = Instant::now();
+        let ms = Duration::from_millis;
+        let before = Usage {
+            at,
+            process: ms(1_000),
+            hashing: ms(400),
+        };
+        let after = |window: u64, hashing: u64, rest: u64| Usage {
+            at: at + ms(window),
+            process: before.process + ms(hashing + rest),
+            hashing: before.hashing + ms(hashing),
+        };
+        // Neither hashing nor the proxy ran: other programs had the CPU.
+        assert!(after(250, 0, 0).starved_by_others(&before, 2));
+        assert!(after(250, 60, 240).starved_by_others(&before, 2));
+        // Hashing ran for a quarter of the window or more: busy, not starved.
+        assert!(!after(250, 63, 0).starved_by_others(&before, 2));
+        assert!(!after(250, 250, 0).starved_by_others(&before, 1));
+        // The gateway's own work took half of its cores or more: hashing waits for it.
+        assert!(!after(250, 0, 250).starved_by_others(&before, 2));
+        assert!(!after(250, 0, 125).starved_by_others(&before, 1));
+        assert!(after(250, 0, 124).starved_by_others(&before, 1));
+        // Clocks read out of order never underflow.
+        assert!(!before.starved_by_others(&after(250, 0, 500), 2));
+    }
+
+    /// The CPUs the calling thread may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: cpu_set_t is plain data, filled by the kernel for the calling thread (0).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect()
+        }
+    }
+
+    /// Keep thread or process `tid` (0: the calling thread) on `cpu` alone.
+    fn pin(tid: libc::pid_t, cpu: usize) {
+        // SAFETY: cpu_set_t is plain data, read by the kernel.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(
+                libc::sched_setaffinity(tid, size, &set),
+                0,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Another program that keeps one CPU busy, at normal priority, until dropped.
+    struct Hog(std::process::Child);
+
+    impl Hog {
+        fn on(cpu: usize) -> Hog {
+            let child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap();
+            let hog = Hog(child);
+            pin(hog.0.id() as libc::pid_t, cpu);
+            hog
+        }
+    }
+
+    impl Drop for Hog {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_that_other_programs_starve_is_rescued_at_nice_19() {
+        let cpus = allowed_cpus();
+        if cpus.len() < 2 {
+            eprintln!("one CPU: no room to starve one hashing thread and not the other");
+            return;
+        }
+        let p = Passwords::with_max_wait(1, 4, HashPriority::Idle, [], Duration::from_secs(60));
+        let hash = hash_blocking("pw").unwrap();
+        // The idle hashing thread is kept to one CPU, where another program spins at normal
+        // priority: SCHED_IDLE gives it about 0.3 % of that CPU, seconds for one check.
+        let cpu = cpus[0];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Arc::new(move || {
+            pin(0, cpu);
+            let _ = tx.send(());
+        });
+        p.pool.jobs.try_send(job).unwrap();
+        rx.recv().unwrap();
+        let _hog = Hog::on(cpu);
+        let ran_on = p
+            .run(move || {
+                assert!(verify_blocking("pw", &hash));
+                std::thread::current().name().map(str::to_owned)
+            })
+            .await
+            .unwrap();
+        assert_eq!(ran_on.as_deref(), Some("authgate-rescue-0"));
+    }
+
+    #[test]
+    fn only_idle_hashing_has_a_rescue_thread() {
+        assert!(Passwords::new(1, 1, HashPriority::Idle, []).rescue.is_some());
+        assert!(Passwords::new(1, 1, HashPriority::Low, []).rescue.is_none());
+    }
+
+    #[test]
+    fn the_rescue_thread_runs_at_nice_19() {
+        let p = Passwords::new(1, 1, HashPriority::Idle, []);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Arc::new(move || {
+            // SAFETY: reads the calling thread's own scheduling policy and niceness.
+            let (policy, nice) = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                )
+            };
+            let _ = tx.send((policy, nice));
+        });
+        let rescue = p.rescue.as_ref().unwrap();
+        rescue.jobs.try_send(job).unwrap();
+        assert_eq!(rx.recv().unwrap(), (libc::SCHED_OTHER, HASHING_NICE));
+    }
+
+    #[test]
+    fn a_checks_cost_is_its_cpu_time_not_the_time_it_waited() {
+        let cost = CpuCost::start();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(cost.took() < Duration::from_millis(100), "{:?}", cost.took());
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {}
+        assert!(cost.took() >= Duration::from_millis(1), "{:?}", cost.took());
     }
 }

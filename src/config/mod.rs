@@ -132,10 +132,10 @@ mod tests {
     }
 
     #[test]
-    fn hash_priority_is_low_unless_set_idle() {
-        assert_eq!(load("").unwrap().password.hash_priority, HashPriority::Low);
-        let cfg = load("[password]\nhash_priority = \"idle\"\n").unwrap();
-        assert_eq!(cfg.password.hash_priority, HashPriority::Idle);
+    fn hash_priority_is_idle_unless_set_low() {
+        assert_eq!(load("").unwrap().password.hash_priority, HashPriority::Idle);
+        let cfg = load("[password]\nhash_priority = \"low\"\n").unwrap();
+        assert_eq!(cfg.password.hash_priority, HashPriority::Low);
         let err = load("[password]\nhash_priority = \"fast\"\n").unwrap_err();
         assert!(err.to_string().contains("password.hash_priority"), "{err}");
     }

@@ -105,13 +105,14 @@ pub enum AccessLogFormat {
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HashPriority {
-    /// Linux's `SCHED_IDLE`: hashing runs only on CPU time nothing else wants. Proxied traffic
-    /// keeps its latency through a sign-in storm, but while the machine is saturated (by the
-    /// proxy or by anything else) no check runs, and sign-ins get 503 after 3 s.
-    Idle,
-    /// Nice 19, the lowest: hashing runs freely on spare CPU time, and a saturated core still
-    /// gives it about 1.5 % of its time against the proxy's workers, so sign-ins never starve.
+    /// Linux's `SCHED_IDLE`: hashing runs only on CPU time nothing else wants, so proxied
+    /// traffic keeps its latency through a sign-in storm. While the gateway's own traffic keeps
+    /// its cores busy, checks wait and sign-ins get 503 after 3 s; while other programs keep
+    /// them busy, a check that has waited is run again on a rescue thread at nice 19.
     #[default]
+    Idle,
+    /// Nice 19, the lowest, in short time slices: hashing runs freely on spare CPU time, and a
+    /// saturated core still gives it about 1.5 % of its time, against the proxy's workers too.
     Low,
 }
 
@@ -297,7 +298,7 @@ impl Default for RawPassword {
         RawPassword {
             max_concurrent_hashes: 0,
             max_queued_hashes: 32,
-            hash_priority: HashPriority::Low,
+            hash_priority: HashPriority::Idle,
             min_length: 12,
         }
     }
