@@ -312,10 +312,13 @@ impl Passwords {
             Arc::new(move || task.run())
         };
         let mut last = self.rescue.as_ref().and_then(|_| self.usage());
-        self.pool.jobs.try_send(Arc::clone(&job)).map_err(|e| match e {
-            TrySendError::Full(_) => PasswordError::Busy,
-            TrySendError::Disconnected(_) => PasswordError::Closed,
-        })?;
+        self.pool
+            .jobs
+            .try_send(Arc::clone(&job))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => PasswordError::Busy,
+                TrySendError::Disconnected(_) => PasswordError::Closed,
+            })?;
         let deadline = tokio::time::Instant::now() + self.max_wait;
         let mut rescue = self.rescue.as_ref();
         loop {
@@ -377,7 +380,10 @@ impl Usage {
     fn starved_by_others(&self, before: &Usage, cores: usize) -> bool {
         let window = self.at.saturating_duration_since(before.at);
         let hashing = self.hashing.saturating_sub(before.hashing);
-        let rest = self.process.saturating_sub(before.process).saturating_sub(hashing);
+        let rest = self
+            .process
+            .saturating_sub(before.process)
+            .saturating_sub(hashing);
         hashing < window / 4 && rest < window.mul_f64(cores as f64 / 2.0)
     }
 }
@@ -461,6 +467,7 @@ impl Pool {
 
 /// The CPU-time clock of a thread (which outlives the pool's use of the clock: the thread ends
 /// only once the pool's queue is dropped).
+#[cfg(target_os = "linux")]
 fn thread_clock<T>(thread: &std::thread::JoinHandle<T>) -> Option<libc::clockid_t> {
     use std::os::unix::thread::JoinHandleExt;
     let mut clock: libc::clockid_t = 0;
@@ -468,6 +475,11 @@ fn thread_clock<T>(thread: &std::thread::JoinHandle<T>) -> Option<libc::clockid_
     // that outlives the call.
     let rc = unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) };
     (rc == 0).then_some(clock)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_clock<T>(_: &std::thread::JoinHandle<T>) -> Option<libc::clockid_t> {
+    None
 }
 
 /// Give the calling thread a lower CPU priority than the proxy's: with `Idle`, `SCHED_IDLE`
@@ -817,7 +829,11 @@ mod tests {
 
     #[test]
     fn only_idle_hashing_has_a_rescue_thread() {
-        assert!(Passwords::new(1, 1, HashPriority::Idle, []).rescue.is_some());
+        assert!(
+            Passwords::new(1, 1, HashPriority::Idle, [])
+                .rescue
+                .is_some()
+        );
         assert!(Passwords::new(1, 1, HashPriority::Low, []).rescue.is_none());
     }
 
@@ -845,7 +861,11 @@ mod tests {
     fn a_checks_cost_is_its_cpu_time_not_the_time_it_waited() {
         let cost = CpuCost::start();
         std::thread::sleep(Duration::from_millis(200));
-        assert!(cost.took() < Duration::from_millis(100), "{:?}", cost.took());
+        assert!(
+            cost.took() < Duration::from_millis(100),
+            "{:?}",
+            cost.took()
+        );
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(30) {}
         assert!(cost.took() >= Duration::from_millis(1), "{:?}", cost.took());

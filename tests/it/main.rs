@@ -10,6 +10,7 @@ mod connections;
 mod cors;
 mod demotion;
 mod errors;
+mod hashing;
 mod headers;
 mod lifetimes;
 mod lockout;

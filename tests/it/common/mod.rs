@@ -324,6 +324,11 @@ impl Gateway {
         gw
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or clean up anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
