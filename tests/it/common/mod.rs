@@ -26,12 +26,25 @@ pub const PASSWORD: &str = "iLovePria123";
 pub const USER_ID: &str = "6430736fd62d650040420674";
 pub const ORG_ID: &str = "660e8400-e29b-41d4-a716-446655440001";
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and that no other call in this test process
+/// has returned: the kernel may hand the same ephemeral port out twice in a row once it is
+/// released, and a gateway given one port for two listeners refuses to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// One request as the upstream saw it.
