@@ -76,8 +76,11 @@ impl<T> Task<T> {
         if lock(&self.answer).is_none() {
             return;
         }
-        let value = (self.work)();
-        if let Some(done) = lock(&self.answer).take() {
+        let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.work)()));
+        // A run that panicked drops the answer, so that the caller hears of it at once
+        // (`PasswordError::Failed`) rather than when its wait runs out.
+        let done = lock(&self.answer).take();
+        if let (Some(done), Ok(value)) = (done, value) {
             let _ = done.send(value);
         }
     }
@@ -869,5 +872,14 @@ mod tests {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(30) {}
         assert!(cost.took() >= Duration::from_millis(1), "{:?}", cost.took());
+    }
+
+    #[tokio::test]
+    async fn a_check_that_panics_fails_at_once() {
+        let p = Passwords::new(1, 1, HashPriority::Idle, []);
+        let started = Instant::now();
+        let outcome = p.run(|| -> bool { panic!("a check went wrong") }).await;
+        assert!(matches!(outcome, Err(PasswordError::Failed)), "{outcome:?}");
+        assert!(started.elapsed() < MAX_WAIT, "{:?}", started.elapsed());
     }
 }
