@@ -190,9 +190,11 @@ async fn concurrent_wrong_guesses_are_all_counted() {
 
 #[tokio::test]
 async fn codes_expire_and_belong_to_their_own_challenge() {
+    // Codes of two live challenges do not cross (with the default lifetime, so that neither
+    // expires however slowly the machine runs).
     let hook = Upstream::start();
     let up = Upstream::start();
-    let gw = Gateway::start(&up, mfa_options(&hook, "code_ttl_secs = 1\n"));
+    let gw = Gateway::start(&up, mfa_options(&hook, ""));
     let first = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
         .as_str()
         .unwrap()
@@ -211,6 +213,16 @@ async fn codes_expire_and_belong_to_their_own_challenge() {
             crossed.text
         );
     }
+    drop(gw);
+
+    // A code past its lifetime (one second here) is refused as expired.
+    let hook = Upstream::start();
+    let gw = Gateway::start(&up, mfa_options(&hook, "code_ttl_secs = 1\n"));
+    let first = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_code = code_for(&hook, &first);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let late = verify(&gw, &first, &first_code).await;
     assert_eq!(late.status, 410, "{}", late.text);
