@@ -37,6 +37,14 @@ async fn signin_with(gw: &Gateway, email: &str, password: &str, extra: Value) ->
     post_json(&gw.url("/api/auth/signin"), body).await
 }
 
+/// The id of the challenge a right password starts for the MFA user.
+async fn new_challenge(gw: &Gateway) -> String {
+    signin_with(gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
+        .as_str()
+        .expect("a challenge id")
+        .to_string()
+}
+
 async fn verify(gw: &Gateway, challenge: &str, code: &str) -> Answer {
     post_json(
         &gw.url("/api/auth/mfa/verify"),
@@ -128,10 +136,7 @@ async fn five_wrong_codes_kill_the_challenge() {
     let hook = Upstream::start();
     let up = Upstream::start();
     let gw = Gateway::start(&up, mfa_options(&hook, ""));
-    let challenge = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let challenge = new_challenge(&gw).await;
     let code = code_for(&hook, &challenge);
     for _ in 0..5 {
         let a = verify(&gw, &challenge, &wrong(&code)).await;
@@ -156,10 +161,7 @@ async fn concurrent_wrong_guesses_are_all_counted() {
     let hook = Upstream::start();
     let up = Upstream::start();
     let gw = Gateway::start(&up, mfa_options(&hook, ""));
-    let challenge = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let challenge = new_challenge(&gw).await;
     let code = code_for(&hook, &challenge);
     let mut tasks = vec![];
     for i in 0..12 {
@@ -195,14 +197,8 @@ async fn codes_expire_and_belong_to_their_own_challenge() {
     let hook = Upstream::start();
     let up = Upstream::start();
     let gw = Gateway::start(&up, mfa_options(&hook, ""));
-    let first = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let second = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = new_challenge(&gw).await;
+    let second = new_challenge(&gw).await;
     let first_code = code_for(&hook, &first);
     let second_code = code_for(&hook, &second);
     if first_code != second_code {
@@ -218,10 +214,7 @@ async fn codes_expire_and_belong_to_their_own_challenge() {
     // A code past its lifetime (one second here) is refused as expired.
     let hook = Upstream::start();
     let gw = Gateway::start(&up, mfa_options(&hook, "code_ttl_secs = 1\n"));
-    let first = signin_with(&gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = new_challenge(&gw).await;
     let first_code = code_for(&hook, &first);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let late = verify(&gw, &first, &first_code).await;
@@ -242,10 +235,7 @@ async fn codes_expire_and_belong_to_their_own_challenge() {
 }
 
 async fn verified_device(gw: &Gateway, hook: &Upstream) -> (String, String) {
-    let challenge = signin_with(gw, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let challenge = new_challenge(gw).await;
     let v = verify(gw, &challenge, &code_for(hook, &challenge)).await;
     assert_eq!(v.status, 200, "{}", v.text);
     (
@@ -544,10 +534,7 @@ async fn across_redis_instances() {
     let a = Gateway::start(&up, opts());
     let b = Gateway::start(&up, opts());
 
-    let challenge = signin_with(&a, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let challenge = new_challenge(&a).await;
     let code = code_for(&hook, &challenge);
     let keys: Vec<String> = redis.query(&["KEYS", "ag:mfa:*"]);
     assert_eq!(keys.len(), 1);
@@ -564,10 +551,7 @@ async fn across_redis_instances() {
     assert_eq!(verify(&b, &challenge, &code).await.status, 410);
 
     // Challenge on A, verified on B; the device is trusted on A too.
-    let challenge = signin_with(&a, EMAIL, PASSWORD, json!({})).await.json["challengeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let challenge = new_challenge(&a).await;
     let v = verify(&b, &challenge, &code_for(&hook, &challenge)).await;
     assert_eq!(v.status, 200, "{}", v.text);
     assert_eq!(
